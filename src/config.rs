@@ -1,0 +1,425 @@
+//! The job's settings: read from the environment (the old Python job's
+//! contract) and from command-line flags, which win over the environment.
+//!
+//! Everything is validated here, before the job opens a connection or sends a
+//! request, so that a bad value stops the job with one line naming the
+//! variable. This module never connects to anything.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::database_url::DatabaseUrl;
+use crate::shard::Shard;
+
+/// The vector widths the embedding API offers (Matryoshka truncations of its
+/// native 2048).
+pub const DIMENSIONS: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
+
+/// The largest batch the job will send. The API embeds the posts of a request
+/// one after another, so a larger batch only makes one request slower and
+/// makes a failure cost more posts.
+const MAX_BATCH_SIZE: usize = 1000;
+
+/// Everything the job needs to know before it starts.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the posts and the vectors live.
+    pub database_url: DatabaseUrl,
+    /// Base URL of the embedding API, without the endpoint path.
+    pub api_url: String,
+    /// Width of the vectors asked from the API and stored.
+    pub dimension: usize,
+    /// Posts per API request.
+    pub batch_size: usize,
+    /// Batches in the API at the same time.
+    pub concurrency: usize,
+    /// Which part of the due posts this task takes.
+    pub shard: Shard,
+    /// How long a connection to the API may take to open.
+    pub connect_timeout: Duration,
+    /// How long one API request may take, answer included.
+    pub request_timeout: Duration,
+    /// How often a progress line is logged.
+    pub progress_interval: Duration,
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the job with these settings.
+    Run(Box<Settings>),
+    /// Print the help text and stop.
+    Help,
+    /// Print the version and stop.
+    Version,
+}
+
+/// A setting that is missing or cannot be used, named so the user can fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable (or flag) at fault.
+    pub setting: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One setting: its environment variable, its flag, its default and what it
+/// means. The table drives both parsing and `--help`, so they cannot drift.
+struct Spec {
+    var: &'static str,
+    flag: &'static str,
+    default: Option<&'static str>,
+    help: &'static str,
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        var: "DATABASE_URL",
+        flag: "--database-url",
+        default: None,
+        help: "PostgreSQL URL (postgresql://, postgres://, postgresql+asyncpg://, or key=value)",
+    },
+    Spec {
+        var: "EMBEDDING_API_URL",
+        flag: "--api-url",
+        default: Some("https://embedding.views.fr"),
+        help: "base URL of the embedding API",
+    },
+    Spec {
+        var: "EMBEDDING_DIMENSION",
+        flag: "--dimension",
+        default: Some("512"),
+        help: "vector width: 64, 128, 256, 512, 1024 or 2048; must match the column",
+    },
+    Spec {
+        var: "BATCH_SIZE",
+        flag: "--batch-size",
+        default: Some("10"),
+        help: "posts per API request (1 to 1000)",
+    },
+    Spec {
+        var: "CONCURRENCY",
+        flag: "--concurrency",
+        default: Some("4"),
+        help: "batches in the API at once, per task",
+    },
+    Spec {
+        var: "CLOUD_RUN_TASK_INDEX",
+        flag: "--task-index",
+        default: Some("0"),
+        help: "this task's shard, from 0 to the task count - 1",
+    },
+    Spec {
+        var: "CLOUD_RUN_TASK_COUNT",
+        flag: "--task-count",
+        default: Some("1"),
+        help: "number of tasks sharing the posts",
+    },
+    Spec {
+        var: "API_CONNECT_TIMEOUT",
+        flag: "--api-connect-timeout",
+        default: Some("10"),
+        help: "seconds to open a connection to the API",
+    },
+    Spec {
+        var: "API_REQUEST_TIMEOUT",
+        flag: "--api-request-timeout",
+        default: Some("600"),
+        help: "seconds one API request may take (the old job allowed 600)",
+    },
+    Spec {
+        var: "PROGRESS_INTERVAL",
+        flag: "--progress-interval",
+        default: Some("10"),
+        help: "seconds between progress lines",
+    },
+];
+
+/// Reads the command line and the process environment.
+pub fn from_process() -> Result<Command, ConfigError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    parse(&args, &env)
+}
+
+/// Turns arguments and environment into a command. Kept apart from the
+/// process so tests can feed it anything.
+pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ConfigError> {
+    // Step 1: the flags, each `--flag value` or `--flag=value`.
+    let mut flags: HashMap<&'static str, String> = HashMap::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let spec = SPECS
+            .iter()
+            .find(|spec| spec.flag == name)
+            .ok_or_else(|| ConfigError {
+                setting: name.to_string(),
+                problem: "unknown argument (see --help)".to_string(),
+            })?;
+        let value = match inline {
+            Some(value) => value,
+            None => rest.next().cloned().ok_or_else(|| ConfigError {
+                setting: spec.flag.to_string(),
+                problem: "needs a value".to_string(),
+            })?,
+        };
+        flags.insert(spec.var, value);
+    }
+
+    // Step 2: each setting from its flag, else its variable, else its default.
+    let lookup = Lookup { flags, env };
+    let database_url = lookup.required("DATABASE_URL")?;
+    let database_url = DatabaseUrl::parse(&database_url).map_err(|problem| ConfigError {
+        setting: "DATABASE_URL".to_string(),
+        problem,
+    })?;
+    let api_url = lookup.api_url()?;
+    let dimension = lookup.whole_number("EMBEDDING_DIMENSION")?;
+    if !DIMENSIONS.contains(&dimension) {
+        return Err(lookup.invalid(
+            "EMBEDDING_DIMENSION",
+            "the API offers 64, 128, 256, 512, 1024 or 2048",
+        ));
+    }
+    let batch_size = lookup.positive("BATCH_SIZE")?;
+    if batch_size > MAX_BATCH_SIZE {
+        return Err(lookup.invalid("BATCH_SIZE", "must be at most 1000"));
+    }
+    let concurrency = lookup.positive("CONCURRENCY")?;
+    let task_index = lookup.whole_number("CLOUD_RUN_TASK_INDEX")?;
+    let task_count = lookup.positive("CLOUD_RUN_TASK_COUNT")?;
+    let shard = Shard::new(task_index, task_count).ok_or_else(|| {
+        lookup.invalid(
+            "CLOUD_RUN_TASK_INDEX",
+            &format!("must be below CLOUD_RUN_TASK_COUNT ({task_count})"),
+        )
+    })?;
+
+    Ok(Command::Run(Box::new(Settings {
+        database_url,
+        api_url,
+        dimension,
+        batch_size,
+        concurrency,
+        shard,
+        connect_timeout: lookup.seconds("API_CONNECT_TIMEOUT")?,
+        request_timeout: lookup.seconds("API_REQUEST_TIMEOUT")?,
+        progress_interval: lookup.seconds("PROGRESS_INTERVAL")?,
+    })))
+}
+
+/// Where a setting's raw text comes from, in order of precedence.
+struct Lookup<'a> {
+    flags: HashMap<&'static str, String>,
+    env: &'a HashMap<String, String>,
+}
+
+impl Lookup<'_> {
+    /// The raw text of a setting: flag, then environment, then default. An
+    /// empty variable counts as unset, as it does for most shells' users.
+    fn raw(&self, var: &str) -> Option<String> {
+        if let Some(value) = self.flags.get(var) {
+            return Some(value.clone());
+        }
+        if let Some(value) = self.env.get(var).filter(|value| !value.trim().is_empty()) {
+            return Some(value.clone());
+        }
+        spec(var).default.map(str::to_string)
+    }
+
+    fn required(&self, var: &str) -> Result<String, ConfigError> {
+        self.raw(var).ok_or_else(|| ConfigError {
+            setting: var.to_string(),
+            problem: "is required but not set".to_string(),
+        })
+    }
+
+    fn whole_number(&self, var: &str) -> Result<usize, ConfigError> {
+        let text = self.required(var)?;
+        text.trim()
+            .parse::<usize>()
+            .map_err(|_| self.invalid(var, &format!("expected a whole number, got {:?}", text)))
+    }
+
+    fn positive(&self, var: &str) -> Result<usize, ConfigError> {
+        match self.whole_number(var)? {
+            0 => Err(self.invalid(var, "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    fn seconds(&self, var: &str) -> Result<Duration, ConfigError> {
+        let text = self.required(var)?;
+        match text.trim().parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+                Ok(Duration::from_secs_f64(secs))
+            }
+            _ => Err(self.invalid(
+                var,
+                &format!("expected a positive number of seconds, got {text:?}"),
+            )),
+        }
+    }
+
+    fn api_url(&self) -> Result<String, ConfigError> {
+        let text = self.required("EMBEDDING_API_URL")?;
+        let url = text.trim().trim_end_matches('/');
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() => Ok(url.to_string()),
+            _ => Err(self.invalid("EMBEDDING_API_URL", "expected an http:// or https:// URL")),
+        }
+    }
+
+    /// An error naming the setting by the name the user set it with.
+    fn invalid(&self, var: &str, problem: &str) -> ConfigError {
+        let setting = if self.flags.contains_key(var) {
+            spec(var).flag
+        } else {
+            var
+        };
+        ConfigError {
+            setting: setting.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+fn spec(var: &str) -> &'static Spec {
+    SPECS
+        .iter()
+        .find(|spec| spec.var == var)
+        .expect("every setting has a spec")
+}
+
+/// The text `--help` prints: every setting with its variable, flag and
+/// default.
+pub fn help_text() -> String {
+    let mut text = format!(
+        "{name} {version}\n\
+         Embeds the due Instagram posts of one shard through the embedding API and\n\
+         stores the vectors in instagram.post_embeddings.\n\n\
+         Usage: {name} [--flag value]...\n\n\
+         Settings (a flag wins over its environment variable):\n",
+        name = env!("CARGO_PKG_NAME"),
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    for spec in SPECS {
+        let default = spec.default.unwrap_or("required");
+        text.push_str(&format!(
+            "  {:<24} {:<22} {}\n  {:<24} {:<22} default: {}\n",
+            spec.flag, spec.var, spec.help, "", "", default
+        ));
+    }
+    text.push_str(
+        "\nExit status: 0 every due post embedded; 1 work remains (a failed batch or\n\
+         service, retry); 2 bad configuration or database setup; see README.md.\n",
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn settings(args: &[&str], pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match parse(&args, &env(pairs))? {
+            Command::Run(settings) => Ok(*settings),
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_old_job() {
+        let s = settings(&[], &[("DATABASE_URL", "postgresql://u@h/db")]).unwrap();
+        assert_eq!(s.api_url, "https://embedding.views.fr");
+        assert_eq!(s.dimension, 512);
+        assert_eq!(s.batch_size, 10);
+        assert_eq!(s.concurrency, 4);
+        assert_eq!(s.shard, Shard::new(0, 1).unwrap());
+        assert_eq!(s.request_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_environment() {
+        let s = settings(
+            &["--batch-size", "50", "--task-count=3"],
+            &[("DATABASE_URL", "postgres://h/db"), ("BATCH_SIZE", "20")],
+        )
+        .unwrap();
+        assert_eq!(s.batch_size, 50);
+        assert_eq!(s.shard, Shard::new(0, 3).unwrap());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let base = [("DATABASE_URL", "postgres://h/db")];
+        let cases: &[(&str, &str, &str)] = &[
+            ("BATCH_SIZE", "ten", "BATCH_SIZE"),
+            ("BATCH_SIZE", "0", "BATCH_SIZE"),
+            ("BATCH_SIZE", "-3", "BATCH_SIZE"),
+            ("EMBEDDING_DIMENSION", "300", "EMBEDDING_DIMENSION"),
+            ("CONCURRENCY", "0", "CONCURRENCY"),
+            ("CLOUD_RUN_TASK_COUNT", "0", "CLOUD_RUN_TASK_COUNT"),
+            ("CLOUD_RUN_TASK_INDEX", "1", "CLOUD_RUN_TASK_INDEX"),
+            ("EMBEDDING_API_URL", "ftp://x", "EMBEDDING_API_URL"),
+            ("API_REQUEST_TIMEOUT", "0", "API_REQUEST_TIMEOUT"),
+        ];
+        for (var, value, named) in cases {
+            let mut pairs = base.to_vec();
+            pairs.push((var, value));
+            let err = settings(&[], &pairs).unwrap_err();
+            assert_eq!(err.setting, *named, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_database_url_is_named() {
+        let err = settings(&[], &[]).unwrap_err();
+        assert_eq!(err.setting, "DATABASE_URL");
+    }
+
+    #[test]
+    fn help_lists_every_variable_and_default() {
+        let help = help_text();
+        for spec in SPECS {
+            assert!(help.contains(spec.var), "{} missing from --help", spec.var);
+            assert!(
+                help.contains(spec.flag),
+                "{} missing from --help",
+                spec.flag
+            );
+            if let Some(default) = spec.default {
+                assert!(help.contains(default), "default of {} missing", spec.var);
+            }
+        }
+    }
+}
