@@ -1,25 +1,29 @@
--- Generates :posts posts shaped like the real ones (psql -v posts=20000).
--- About 70 % are due: the rest are suspected, stories, or have no product
--- type. Captions vary in length, some are NULL or ''; carousels, videos with
--- and without thumbnails, posts without media, and a few ids that are not
--- all digits. Ids start at :first (default 17900000000000000) so several
--- seeds can be added to one database.
-\if :{?first}
-\else
-\set first 17900000000000000
-\endif
+-- Generates posts shaped like the real ones. Plain SQL, so that psql and the
+-- tests' own client can both run it; the size comes from settings:
+--   SET seed.posts = 20000;             -- how many posts
+--   SET seed.first = 17900000000000000; -- optional: ids start after it
+-- About 85 % are due: the rest are suspected (true or NULL), stories, or
+-- have no product type. Captions vary in length, with emoji and newlines;
+-- some are NULL, some ''. Carousels have two media items, videos a
+-- thumbnail (most of them), one post in 13 has no media at all, and one in
+-- 997 has an id that is not all digits.
+
+CREATE TEMP TABLE seed_numbers ON COMMIT DROP AS
+SELECT n,
+       coalesce(nullif(current_setting('seed.first', true), ''), '17900000000000000')::bigint + n AS k
+FROM generate_series(1, current_setting('seed.posts')::int) AS n;
 
 INSERT INTO instagram.core_posts
     (ig_media_id, shortcode, ig_user_id, caption, "timestamp", media_type,
      media_product_type, suspected)
 SELECT
-    CASE WHEN n % 997 = 13 THEN 'legacy_' || n ELSE (:first + n)::text END,
-    'SC' || n,
+    CASE WHEN n % 997 = 13 THEN 'legacy_' || k ELSE k::text END,
+    'SC' || k,
     (1780000000 + n % 500)::text,
     CASE
         WHEN n % 11 = 0 THEN NULL
         WHEN n % 17 = 0 THEN ''
-        ELSE 'Post ' || n || E' \u2728 #summer #travel\n'
+        ELSE 'Post ' || k || E' \u2728 #summer #travel\n'
              || repeat('golden hour by the sea ', 1 + n % 12)
     END,
     timestamp '2024-01-01' + n * interval '37 seconds',
@@ -31,27 +35,30 @@ SELECT
         ELSE 'FEED'
     END,
     CASE WHEN n % 19 = 0 THEN true WHEN n % 31 = 0 THEN NULL ELSE false END
-FROM generate_series(1, :posts) AS n;
+FROM seed_numbers;
 
--- The first media item of most posts, and a second item for carousels.
 INSERT INTO instagram.core_post_media
     (ig_media_id, media_order, parent_ig_media_id, media_type, media_url, thumbnail_url)
 SELECT
-    p.ig_media_id || CASE WHEN item = 0 THEN '' ELSE '_' || item END,
+    post_id || CASE WHEN item = 0 THEN '' ELSE '_' || item END,
     item,
-    p.ig_media_id,
-    CASE WHEN p.media_type = 'VIDEO' AND item = 0 THEN 'VIDEO' ELSE 'IMAGE' END,
-    'https://scontent.cdninstagram.com/v/t51/' || p.ig_media_id || '_' || item
-        || '.jpg?stp=dst-jpg&oh=00_' || md5(p.ig_media_id) || '&oe=67A1B2C3',
-    CASE WHEN p.media_type = 'VIDEO' AND right(p.ig_media_id, 1) <> '3'
-        THEN 'https://scontent.cdninstagram.com/v/t51/' || p.ig_media_id || '_thumb.jpg'
+    post_id,
+    CASE WHEN video AND item = 0 THEN 'VIDEO' ELSE 'IMAGE' END,
+    'https://scontent.cdninstagram.com/v/t51.2885-15/' || post_id || '_' || item
+        || '_n.jpg?stp=dst-jpg_e35&_nc_ht=scontent.cdninstagram.com&oh=00_'
+        || md5(post_id) || '&oe=67A1B2C3',
+    CASE WHEN video AND n % 10 <> 5
+        THEN 'https://scontent.cdninstagram.com/v/t51.2885-15/' || post_id || '_thumb.jpg'
     END
-FROM instagram.core_posts p
-CROSS JOIN LATERAL generate_series(0, CASE WHEN p.media_type = 'CAROUSEL_ALBUM' THEN 1 ELSE 0 END) AS item
-WHERE p.shortcode LIKE 'SC%'
-  AND substr(p.shortcode, 3)::bigint BETWEEN 1 AND :posts
-  AND substr(p.shortcode, 3)::bigint % 13 <> 0
-  AND NOT EXISTS (SELECT 1 FROM instagram.core_post_media m WHERE m.parent_ig_media_id = p.ig_media_id);
+FROM (
+    SELECT n,
+           CASE WHEN n % 997 = 13 THEN 'legacy_' || k ELSE k::text END AS post_id,
+           n % 5 = 0 AS video,
+           n % 7 = 0 AND n % 5 <> 0 AS carousel
+    FROM seed_numbers
+    WHERE n % 13 <> 0
+) s
+CROSS JOIN LATERAL generate_series(0, CASE WHEN carousel THEN 1 ELSE 0 END) AS item;
 
 ANALYZE instagram.core_posts;
 ANALYZE instagram.core_post_media;

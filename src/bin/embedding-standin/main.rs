@@ -76,7 +76,13 @@ struct Stats {
     posts: AtomicU64,
     /// Requests that were failed on purpose.
     faults: AtomicU64,
+    /// The captions of the first posts received, in order, so a test can
+    /// check the order posts are sent in.
+    captions: Mutex<Vec<Option<String>>>,
 }
+
+/// How many captions `/stats` keeps.
+const KEPT_CAPTIONS: usize = 1000;
 
 /// Shared state of the server.
 struct Server {
@@ -223,15 +229,15 @@ impl Server {
                 200,
                 r#"{"status": "ok", "model": "Qwen/Qwen3-VL-Embedding-2B"}"#.to_string(),
             )),
-            ("GET", "/stats") => Some(Response::json(
-                200,
-                format!(
-                    r#"{{"requests": {}, "posts": {}, "faults": {}}}"#,
-                    self.stats.requests.load(Ordering::Relaxed),
-                    self.stats.posts.load(Ordering::Relaxed),
-                    self.stats.faults.load(Ordering::Relaxed),
-                ),
-            )),
+            ("GET", "/stats") => {
+                let stats = serde_json::json!({
+                    "requests": self.stats.requests.load(Ordering::Relaxed),
+                    "posts": self.stats.posts.load(Ordering::Relaxed),
+                    "faults": self.stats.faults.load(Ordering::Relaxed),
+                    "captions": *self.stats.captions.lock().expect("captions lock"),
+                });
+                Some(Response::json(200, stats.to_string()))
+            }
             ("POST", "/embed_posts") => self.embed_posts(&request.body),
             ("POST", "/embed_post") => Some(self.embed_post(&request.body)),
             ("POST", "/embed_query") => Some(embed_query(&request.body)),
@@ -252,6 +258,17 @@ impl Server {
         self.stats
             .posts
             .fetch_add(request.posts.len() as u64, Ordering::Relaxed);
+        {
+            let mut captions = self.stats.captions.lock().expect("captions lock");
+            let room = KEPT_CAPTIONS.saturating_sub(captions.len());
+            captions.extend(
+                request
+                    .posts
+                    .iter()
+                    .take(room)
+                    .map(|post| post.caption.clone()),
+            );
+        }
 
         // Step 1: the random transport failures, before any work.
         if let Some(fault) = self.draw_fault() {
