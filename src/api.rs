@@ -73,7 +73,57 @@ pub enum ApiError {
     },
 }
 
+/// What an API failure says about where the fault lies, which decides what
+/// the job does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The service or the way to it: retry the same batch later.
+    Service,
+    /// Possibly one post of the batch (a 500 from an unfetchable image, a
+    /// 422, an answer that fails the checks): split the batch to find it.
+    Batch,
+    /// The job's own settings (a wrong URL or missing credentials): no retry
+    /// and no rerun will help.
+    Setup,
+}
+
 impl ApiError {
+    /// Where the fault lies.
+    pub fn blame(&self) -> Blame {
+        match self {
+            ApiError::Transport(_) | ApiError::Timeout | ApiError::Malformed(_) => Blame::Service,
+            // 408 and 429 ask for patience; 502 to 504 and Cloudflare's 520
+            // to 524 come from the tunnel when the machine is down or slow.
+            ApiError::Status {
+                code: 408 | 429 | 502..=504 | 520..=524,
+                ..
+            } => Blame::Service,
+            // 500 is how one unfetchable image fails a whole request; 400,
+            // 413 and 422 are about the body, so about its posts.
+            ApiError::Status {
+                code: 400 | 413 | 422 | 500,
+                ..
+            } => Blame::Batch,
+            ApiError::Status {
+                code: 401 | 403 | 404 | 405,
+                ..
+            } => Blame::Setup,
+            ApiError::Status { code, .. } if *code >= 500 => Blame::Service,
+            ApiError::Status { .. } => Blame::Setup,
+            ApiError::WrongCount { .. }
+            | ApiError::WrongWidth { .. }
+            | ApiError::NotFinite { .. } => Blame::Batch,
+        }
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A short, stable name for counting failures by reason.
     pub fn kind(&self) -> String {
         match self {
@@ -101,7 +151,7 @@ impl fmt::Display for ApiError {
                 count,
             } => write!(
                 f,
-                "API answered {vectors} vectors (count {count}) for {sent} posts"
+                "API answered {vectors} vectors (count {count}) for a batch of {sent}"
             ),
             ApiError::WrongWidth {
                 post,

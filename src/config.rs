@@ -42,6 +42,12 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How often a progress line is logged.
     pub progress_interval: Duration,
+    /// How long the API or the database may fail before the run stops.
+    pub outage_limit: Duration,
+    /// When the run stops by itself, if it should.
+    pub max_runtime: Option<Duration>,
+    /// The exit status when the only problem is posts rejected on their own.
+    pub rejected_posts_status: u8,
 }
 
 /// What the command line asked for.
@@ -127,20 +133,38 @@ const SPECS: &[Spec] = &[
     Spec {
         var: "API_CONNECT_TIMEOUT",
         flag: "--api-connect-timeout",
-        default: Some("10"),
-        help: "seconds to open a connection to the API",
+        default: Some("10s"),
+        help: "time to open a connection to the API",
     },
     Spec {
         var: "API_REQUEST_TIMEOUT",
         flag: "--api-request-timeout",
-        default: Some("600"),
-        help: "seconds one API request may take (the old job allowed 600)",
+        default: Some("600s"),
+        help: "time one API request may take (the old job allowed 600 s)",
+    },
+    Spec {
+        var: "OUTAGE_LIMIT",
+        flag: "--outage-limit",
+        default: Some("5m"),
+        help: "how long the API or the database may fail before the run stops",
+    },
+    Spec {
+        var: "MAX_RUNTIME",
+        flag: "--max-runtime",
+        default: Some("none"),
+        help: "stop cleanly after this long, e.g. 55m (below the task timeout)",
+    },
+    Spec {
+        var: "REJECTED_POSTS_STATUS",
+        flag: "--rejected-posts-status",
+        default: Some("3"),
+        help: "exit status when only posts rejected on their own remain (0 on Cloud Run)",
     },
     Spec {
         var: "PROGRESS_INTERVAL",
         flag: "--progress-interval",
-        default: Some("10"),
-        help: "seconds between progress lines",
+        default: Some("10s"),
+        help: "time between progress lines",
     },
 ];
 
@@ -220,9 +244,18 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         batch_size,
         concurrency,
         shard,
-        connect_timeout: lookup.seconds("API_CONNECT_TIMEOUT")?,
-        request_timeout: lookup.seconds("API_REQUEST_TIMEOUT")?,
-        progress_interval: lookup.seconds("PROGRESS_INTERVAL")?,
+        connect_timeout: lookup.duration("API_CONNECT_TIMEOUT")?,
+        request_timeout: lookup.duration("API_REQUEST_TIMEOUT")?,
+        progress_interval: lookup.duration("PROGRESS_INTERVAL")?,
+        outage_limit: lookup.duration("OUTAGE_LIMIT")?,
+        max_runtime: match lookup.required("MAX_RUNTIME")?.trim() {
+            "none" => None,
+            _ => Some(lookup.duration("MAX_RUNTIME")?),
+        },
+        rejected_posts_status: match lookup.whole_number("REJECTED_POSTS_STATUS")? {
+            status @ 0..=125 => status as u8,
+            _ => return Err(lookup.invalid("REJECTED_POSTS_STATUS", "must be from 0 to 125")),
+        },
     })))
 }
 
@@ -266,17 +299,14 @@ impl Lookup<'_> {
         }
     }
 
-    fn seconds(&self, var: &str) -> Result<Duration, ConfigError> {
+    fn duration(&self, var: &str) -> Result<Duration, ConfigError> {
         let text = self.required(var)?;
-        match text.trim().parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-                Ok(Duration::from_secs_f64(secs))
-            }
-            _ => Err(self.invalid(
+        parse_duration(&text).ok_or_else(|| {
+            self.invalid(
                 var,
-                &format!("expected a positive number of seconds, got {text:?}"),
-            )),
-        }
+                &format!("expected a duration such as 90, 90s, 15m or 1h, got {text:?}"),
+            )
+        })
     }
 
     fn api_url(&self) -> Result<String, ConfigError> {
@@ -303,6 +333,25 @@ impl Lookup<'_> {
             problem: problem.to_string(),
         }
     }
+}
+
+/// A positive duration: a number of seconds, or a number with `ms`, `s`,
+/// `m` or `h`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds > 0.0 && seconds < 1e9).then(|| Duration::from_secs_f64(seconds))
 }
 
 fn spec(var: &str) -> &'static Spec {
@@ -332,8 +381,9 @@ pub fn help_text() -> String {
         ));
     }
     text.push_str(
-        "\nExit status: 0 every due post embedded; 1 work remains (a failed batch or\n\
-         service, retry); 2 bad configuration or database setup; see README.md.\n",
+        "\nExit status: 0 every due post embedded; 1 work remains (a service was down,\n\
+         a signal or MAX_RUNTIME stopped the run: run again); 2 bad configuration or\n\
+         setup; 3 some posts rejected on their own (REJECTED_POSTS_STATUS).\n",
     );
     text
 }
@@ -392,6 +442,9 @@ mod tests {
             ("CLOUD_RUN_TASK_INDEX", "1", "CLOUD_RUN_TASK_INDEX"),
             ("EMBEDDING_API_URL", "ftp://x", "EMBEDDING_API_URL"),
             ("API_REQUEST_TIMEOUT", "0", "API_REQUEST_TIMEOUT"),
+            ("OUTAGE_LIMIT", "soon", "OUTAGE_LIMIT"),
+            ("MAX_RUNTIME", "5 days", "MAX_RUNTIME"),
+            ("REJECTED_POSTS_STATUS", "200", "REJECTED_POSTS_STATUS"),
         ];
         for (var, value, named) in cases {
             let mut pairs = base.to_vec();
@@ -399,6 +452,30 @@ mod tests {
             let err = settings(&[], &pairs).unwrap_err();
             assert_eq!(err.setting, *named, "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("-3s"), None);
+        assert_eq!(parse_duration("3 weeks"), None);
+    }
+
+    #[test]
+    fn max_runtime_is_off_unless_set() {
+        let s = settings(&[], &[("DATABASE_URL", "postgres://h/db")]).unwrap();
+        assert_eq!(s.max_runtime, None);
+        let s = settings(
+            &[],
+            &[("DATABASE_URL", "postgres://h/db"), ("MAX_RUNTIME", "55m")],
+        )
+        .unwrap();
+        assert_eq!(s.max_runtime, Some(Duration::from_secs(3300)));
     }
 
     #[test]

@@ -10,20 +10,29 @@
 //! - `shard`: which task owns which post;
 //! - `posts`: which posts are due, and what is sent for each;
 //! - `api`: the API client and the checks on its answers;
+//! - `batch`: settling one batch: retries, splitting out bad posts;
+//! - `retry`: backoff, and when a service counts as down;
+//! - `database`: connecting, and which database errors pass;
 //! - `store`: writing the vectors;
 //! - `pipeline`: reading, calling and writing at the same time;
+//! - `shutdown`: stopping early and cleanly (signals, `MAX_RUNTIME`);
 //! - `report`: progress, summary and exit status.
 
 mod api;
+mod batch;
 mod config;
+mod database;
 mod database_url;
 mod pipeline;
 mod posts;
 mod report;
+mod retry;
 mod shard;
+mod shutdown;
 mod store;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use config::{Command, Settings};
 use report::ExitStatus;
@@ -39,7 +48,10 @@ fn main() -> ExitCode {
             println!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
             ExitStatus::Done
         }
-        Ok(Command::Run(settings)) => run(&settings),
+        Ok(Command::Run(settings)) => match run(&settings) {
+            ExitStatus::PostsRejected => return ExitCode::from(settings.rejected_posts_status),
+            status => status,
+        },
         Err(err) => {
             log::error!("configuration error: {err}");
             ExitStatus::BadSetup
@@ -61,16 +73,29 @@ fn run(settings: &Settings) -> ExitStatus {
         settings.concurrency,
     );
 
-    // Step 1: the writing connection, and the column it writes into.
-    let writer = match connect(settings) {
-        Ok(client) => client,
-        Err(status) => return status,
-    };
-    let store = match store::Store::new(writer, settings.dimension) {
-        Ok(store) => store,
-        Err(err @ store::SetupError::Database(_)) => {
-            log::error!("cannot check the database: {err}");
+    // Step 1: signals, so that even the set-up can be interrupted.
+    let shutdown = match shutdown::Shutdown::install(settings.max_runtime) {
+        Ok(shutdown) => Arc::new(shutdown),
+        Err(err) => {
+            log::error!("cannot install the signal handlers: {err}");
             return ExitStatus::WorkRemains;
+        }
+    };
+
+    // Step 2: the writing connection, and the column it writes into.
+    let store = match store::Store::new(&settings.database_url, settings.dimension) {
+        Ok(store) => store,
+        Err(store::SetupError::Database(err)) => {
+            log::error!(
+                "cannot connect to {}: {}",
+                settings.database_url,
+                database::describe_error(&err)
+            );
+            return if database::is_transient(&err) {
+                ExitStatus::WorkRemains
+            } else {
+                ExitStatus::BadSetup
+            };
         }
         Err(err) => {
             log::error!("database setup: {err}");
@@ -78,38 +103,28 @@ fn run(settings: &Settings) -> ExitStatus {
         }
     };
 
-    // Step 2: the API's health, a warning only, as in the old job: a down API
-    // shows up as failed batches, and a rerun will pick them up.
+    // Step 3: the API's health, a warning only, as in the old job: a down API
+    // is waited for, up to OUTAGE_LIMIT, like any outage.
     let api = api::ApiClient::new(settings);
     match api.health() {
         Ok(model) => log::info!("api is healthy, model {model}"),
         Err(err) => log::warn!("api health check failed: {err}"),
     }
 
-    // Step 3: the reading connection, then the pipeline.
-    let reader = match connect(settings) {
+    // Step 4: the reading connection, then the pipeline.
+    let reader = match database::connect(&settings.database_url) {
         Ok(client) => client,
-        Err(status) => return status,
-    };
-    let report = pipeline::run(settings, reader, store, api);
-    report.finish()
-}
-
-/// Opens one connection, logging why it failed. A connection failure is
-/// transient as far as the job can tell: a retry may succeed.
-fn connect(settings: &Settings) -> Result<postgres::Client, ExitStatus> {
-    settings
-        .database_url
-        .config()
-        .connect(postgres::NoTls)
-        .map_err(|err| {
+        Err(err) => {
             log::error!(
                 "cannot connect to {}: {}",
                 settings.database_url,
-                store::describe_error(&err)
+                database::describe_error(&err)
             );
-            ExitStatus::WorkRemains
-        })
+            return ExitStatus::WorkRemains;
+        }
+    };
+    let report = pipeline::run(settings, reader, store, api, shutdown);
+    report.finish()
 }
 
 /// A URL without its user information and query, which can hold secrets.

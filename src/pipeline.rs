@@ -3,57 +3,77 @@
 //!
 //! ```text
 //!  reader thread ──batch──▶ rayon pool (CONCURRENCY threads) ──vectors──▶ writer (this thread)
-//!   (reading conn)            one API call per batch                      (writing conn)
+//!   (reading conn)          each batch settled (batch.rs)                 (writing conn)
 //! ```
 //!
 //! Memory is bounded by permits: the reader takes one before it sends a batch
-//! off and the writer gives it back once the batch is written or counted as
-//! failed, so at most `2 × CONCURRENCY` batches exist at any time, however
-//! large the backlog. The writer writes whatever has arrived, in arrival
+//! off and the writer gives it back once the batch is settled and written,
+//! so at most `2 × CONCURRENCY` batches exist at any time, however large the
+//! backlog. The writer writes whatever has arrived, in arrival
 //! order, so a slow batch never holds back faster ones. No write transaction
 //! is open while the API works: a write starts only once its vectors are in.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgvector::Vector;
 
-use crate::api::{ApiClient, ApiError};
+use crate::api::ApiClient;
+use crate::batch::{self, Settled};
 use crate::config::Settings;
+use crate::database;
 use crate::posts::{self, Post};
 use crate::report::Report;
-use crate::store::{self, Store};
+use crate::retry::Availability;
+use crate::shutdown::{Cause, Shutdown};
+use crate::store::Store;
 
 /// The most rows put in one write. Several batches that arrive together
 /// share one round trip and one transaction; more than this gains nothing
 /// and delays the progress count.
 const MAX_ROWS_PER_WRITE: usize = 1000;
 
-/// A batch back from the API.
-struct Answered {
-    /// The posts sent, in order.
-    posts: Vec<Post>,
-    /// Their vectors, in the same order, or why there are none.
-    vectors: Result<Vec<Vec<f32>>, ApiError>,
+/// How long the writer waits, once the run is stopping, for batches still
+/// in the API. Cloud Run kills a task 10 s after SIGTERM: what arrives
+/// within this time is written, the rest stays due for the next run.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the writer looks at the stop flag while nothing arrives.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the reader and the API threads share.
+struct Shared {
+    api: ApiClient,
+    /// The API's outage clock.
+    api_availability: Availability,
+    shutdown: Arc<Shutdown>,
+    /// Bounds the batches alive at once.
+    permits: Permits,
 }
 
-/// What the reader tells the writer.
+/// What the reader and the API threads tell the writer.
 enum Message {
     /// The number of due posts, known with the first row.
     Due(u64),
-    /// A batch the API has answered.
-    Answered(Answered),
-    /// The reading failed; what was read is still written.
-    ReadFailed(String),
+    /// A batch the API threads are done with.
+    Settled(Settled),
 }
 
 /// Runs the job over the due posts of the shard and returns its report.
-pub fn run(settings: &Settings, reader: postgres::Client, store: Store, api: ApiClient) -> Report {
-    let api = Arc::new(api);
-    let permits = Permits::new(2 * settings.concurrency);
-    let stop = AtomicBool::new(false);
+pub fn run(
+    settings: &Settings,
+    reader: postgres::Client,
+    store: Store,
+    api: ApiClient,
+    shutdown: Arc<Shutdown>,
+) -> Report {
+    let shared = Arc::new(Shared {
+        api,
+        api_availability: Availability::new("API", settings.outage_limit),
+        shutdown,
+        permits: Permits::new(2 * settings.concurrency),
+    });
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(settings.concurrency)
         .thread_name(|i| format!("api-{i}"))
@@ -61,42 +81,59 @@ pub fn run(settings: &Settings, reader: postgres::Client, store: Store, api: Api
         .expect("the API threads can be started");
     let (sender, receiver) = mpsc::channel();
 
+    // The reader is not joined: once the run is stopping, it may be waiting
+    // on the database, and the process ends without it.
+    let reader_settings = settings.clone();
+    let reader_shared = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("reader".to_string())
+        .spawn(move || read_and_send(&reader_settings, reader, pool, &reader_shared, sender))
+        .expect("the reader thread can be started");
+
     let mut report = Report::new();
-    std::thread::scope(|scope| {
-        scope.spawn(|| read_and_send(settings, reader, &pool, &api, sender, &permits, &stop));
-        write_answers(settings, receiver, store, &permits, &stop, &mut report);
-    });
+    let database_availability = Availability::new("database", settings.outage_limit);
+    let mut writer = Writer {
+        store,
+        availability: database_availability,
+        pending: Pending::default(),
+    };
+    writer.run(settings, receiver, &shared, &mut report);
+    report.stopped(shared.shutdown.cause());
     report
 }
 
 /// The reader: streams the due posts, cuts them into batches and hands each
-/// to the pool. Ends when the posts run out or `stop` is set.
+/// to the pool. Ends when the posts run out or the run is stopping.
 fn read_and_send(
     settings: &Settings,
     mut reader: postgres::Client,
-    pool: &rayon::ThreadPool,
-    api: &Arc<ApiClient>,
+    pool: rayon::ThreadPool,
+    shared: &Arc<Shared>,
     sender: Sender<Message>,
-    permits: &Permits,
-    stop: &AtomicBool,
 ) {
     let batch_size = settings.batch_size;
     let mut batch = Vec::with_capacity(batch_size);
     let mut told_due = false;
 
-    // Hands a full batch to the pool once a permit is free.
+    // Hands a batch to the pool once a permit is free; `false` if the run
+    // stopped while waiting.
     let send_batch = |batch: Vec<Post>| {
-        permits.acquire();
-        let api = Arc::clone(api);
+        if !shared.permits.acquire(&shared.shutdown) {
+            return false;
+        }
+        let shared = Arc::clone(shared);
         let sender = sender.clone();
         pool.spawn(move || {
-            let vectors = api.embed(&batch);
-            // The writer only hangs up after every sender is gone.
-            let _ = sender.send(Message::Answered(Answered {
-                posts: batch,
-                vectors,
-            }));
+            let context = batch::Context {
+                api: &shared.api,
+                availability: &shared.api_availability,
+                shutdown: &shared.shutdown,
+            };
+            let settled = context.settle(batch);
+            // The writer only hangs up once the run is over.
+            let _ = sender.send(Message::Settled(settled));
         });
+        true
     };
 
     let read = posts::for_each_due_post(&mut reader, &settings.shard, |post, due| {
@@ -106,145 +143,148 @@ fn read_and_send(
         }
         batch.push(post);
         if batch.len() == batch_size {
-            send_batch(std::mem::replace(
-                &mut batch,
-                Vec::with_capacity(batch_size),
-            ));
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            if !send_batch(full) {
+                return false;
+            }
         }
-        !stop.load(Ordering::Relaxed)
+        !shared.shutdown.is_stopping()
     });
-    if !batch.is_empty() && !stop.load(Ordering::Relaxed) {
+    if !batch.is_empty() && !shared.shutdown.is_stopping() {
         send_batch(batch);
     }
+
+    // A broken read ends the run; the next run reads again from the start,
+    // which is cheap as every post written is no longer due.
     if let Err(err) = read {
-        let _ = sender.send(Message::ReadFailed(store::describe_error(&err)));
+        let problem = format!(
+            "reading the due posts failed: {}",
+            database::describe_error(&err)
+        );
+        let cause = if database::is_transient(&err) {
+            Cause::Unavailable(problem)
+        } else {
+            Cause::Setup(problem)
+        };
+        shared.shutdown.stop(cause);
     }
 }
 
-/// The writer: writes each answered batch as it arrives, counts failures,
-/// logs progress. Returns once the reader and every API call are done.
-fn write_answers(
-    settings: &Settings,
-    receiver: Receiver<Message>,
-    mut store: Store,
-    permits: &Permits,
-    stop: &AtomicBool,
-    report: &mut Report,
-) {
-    let mut next_progress = Instant::now() + settings.progress_interval;
-    let mut pending = Pending::default();
+/// The writer: writes the settled batches as they arrive and counts them.
+struct Writer {
+    store: Store,
+    /// The database's outage clock.
+    availability: Availability,
+    /// What has arrived and is not written yet.
+    pending: Pending,
+}
 
-    loop {
-        // Step 1: wait for the next message, logging progress on time.
-        let message =
-            match receiver.recv_timeout(next_progress.saturating_duration_since(Instant::now())) {
+impl Writer {
+    /// Writes until the reader and every API thread are done, or until the
+    /// grace period after a stop runs out.
+    fn run(
+        &mut self,
+        settings: &Settings,
+        receiver: Receiver<Message>,
+        shared: &Shared,
+        report: &mut Report,
+    ) {
+        let shutdown = &shared.shutdown;
+        let mut next_progress = Instant::now() + settings.progress_interval;
+        let mut stop_seen: Option<Instant> = None;
+
+        loop {
+            // Step 1: wait for the next message, minding progress and stop.
+            let wait = next_progress
+                .saturating_duration_since(Instant::now())
+                .min(POLL);
+            let message = match receiver.recv_timeout(wait) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-        if Instant::now() >= next_progress {
-            report.log_progress();
-            next_progress = Instant::now() + settings.progress_interval;
-        }
-
-        // Step 2: take it and whatever else has already arrived.
-        let mut next = message;
-        while let Some(message) = next {
-            match message {
-                Message::Due(due) => {
-                    report.set_due(due);
-                    log::info!("{due} posts due in shard {}", settings.shard);
-                }
-                Message::ReadFailed(why) => {
-                    report.stop(format!("reading the due posts failed: {why}"));
-                    stop.store(true, Ordering::Relaxed);
-                }
-                Message::Answered(answered) => pending.add(answered, report),
+            if Instant::now() >= next_progress {
+                report.log_progress();
+                next_progress = Instant::now() + settings.progress_interval;
             }
-            next = if pending.rows() >= MAX_ROWS_PER_WRITE {
-                None
-            } else {
-                receiver.try_recv().ok()
-            };
-        }
+            if shutdown.is_stopping() {
+                let since = *stop_seen.get_or_insert_with(Instant::now);
+                if since.elapsed() > STOP_GRACE {
+                    log::warn!(
+                        "batches still in the API after {} s are left for the next run",
+                        STOP_GRACE.as_secs()
+                    );
+                    break;
+                }
+            }
 
-        // Step 3: write it in one transaction, then free its permits.
-        pending.write(&mut store, report, stop);
-        permits.release(pending.take_batches());
+            // Step 2: take it and whatever else has already arrived.
+            let mut next = message;
+            let mut settled_batches = 0;
+            while let Some(message) = next {
+                match message {
+                    Message::Due(due) => {
+                        report.set_due(due);
+                        log::info!("{due} posts due in shard {}", settings.shard);
+                    }
+                    Message::Settled(settled) => {
+                        settled_batches += 1;
+                        self.pending.add(settled, report);
+                    }
+                }
+                next = if self.pending.rows() >= MAX_ROWS_PER_WRITE {
+                    None
+                } else {
+                    receiver.try_recv().ok()
+                };
+            }
+
+            // Step 3: write it in one transaction, then free its permits.
+            self.write(report, shutdown);
+            shared.permits.release(settled_batches);
+        }
+        self.write(report, shutdown);
+    }
+
+    /// Writes what is pending. Rows that cannot be written stay due.
+    fn write(&mut self, report: &mut Report, shutdown: &Shutdown) {
+        if self.pending.ids.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.pending.ids);
+        let vectors = std::mem::take(&mut self.pending.vectors);
+        if let Some(inserted) = self
+            .store
+            .write(&ids, &vectors, &self.availability, shutdown)
+        {
+            report.written(ids.len() as u64, inserted);
+        }
     }
 }
 
-/// Answered batches waiting to be written together.
+/// Settled batches waiting to be written together.
 #[derive(Default)]
 struct Pending {
     /// The post ids, in the order of `vectors`.
     ids: Vec<String>,
     /// One vector per id.
     vectors: Vec<Vector>,
-    /// Batches taken since the last write, failed ones included.
-    batches: usize,
 }
 
 impl Pending {
-    /// Adds an answered batch, or counts it as failed.
-    fn add(&mut self, answered: Answered, report: &mut Report) {
-        self.batches += 1;
-        match answered.vectors {
-            Ok(vectors) => {
-                self.ids
-                    .extend(answered.posts.into_iter().map(|post| post.id));
-                self.vectors.extend(vectors.into_iter().map(Vector::from));
-            }
-            Err(err) => {
-                log::warn!("batch of {} failed: {err}", describe_batch(&answered.posts));
-                report.failed(answered.posts.len() as u64, err.kind());
-            }
+    /// Adds the embedded posts of a batch and counts its rejected ones.
+    fn add(&mut self, settled: Settled, report: &mut Report) {
+        for (post, vector) in settled.embedded {
+            self.ids.push(post.id);
+            self.vectors.push(Vector::from(vector));
+        }
+        for (_, err) in settled.rejected {
+            report.rejected(err.kind());
         }
     }
 
     fn rows(&self) -> usize {
         self.ids.len()
-    }
-
-    /// Writes the rows and counts them. A failed write loses nothing: its
-    /// posts stay due and are counted as failed.
-    fn write(&mut self, store: &mut Store, report: &mut Report, stop: &AtomicBool) {
-        if self.ids.is_empty() {
-            return;
-        }
-        let posts = self.ids.len() as u64;
-        let ids = std::mem::take(&mut self.ids);
-        let vectors = std::mem::take(&mut self.vectors);
-        match store.write(ids, vectors) {
-            Ok(inserted) => report.written(posts, inserted),
-            Err(err) => {
-                log::error!(
-                    "writing {posts} vectors failed: {}",
-                    store::describe_error(&err)
-                );
-                report.failed(posts, "database write".to_string());
-                if store.is_closed() {
-                    report.stop("the database connection was lost".to_string());
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    /// The number of batches settled since the last call.
-    fn take_batches(&mut self) -> usize {
-        std::mem::take(&mut self.batches)
-    }
-}
-
-/// `12 posts (17912345678901234 … 17912345678905678)`, for a log line.
-fn describe_batch(posts: &[Post]) -> String {
-    match (posts.first(), posts.last()) {
-        (Some(first), Some(last)) if posts.len() > 1 => {
-            format!("{} posts ({} … {})", posts.len(), first.id, last.id)
-        }
-        (Some(only), _) => format!("1 post ({})", only.id),
-        _ => "0 posts".to_string(),
     }
 }
 
@@ -264,13 +304,18 @@ impl Permits {
         }
     }
 
-    /// Waits for a free permit and takes it.
-    fn acquire(&self) {
+    /// Waits for a free permit and takes it; `false` if the run started
+    /// stopping meanwhile.
+    fn acquire(&self, shutdown: &Shutdown) -> bool {
         let mut free = self.free.lock().expect("permit lock");
         while *free == 0 {
-            free = self.freed.wait(free).expect("permit lock");
+            if shutdown.is_stopping() {
+                return false;
+            }
+            free = self.freed.wait_timeout(free, POLL).expect("permit lock").0;
         }
         *free -= 1;
+        true
     }
 
     /// Gives back `count` permits.

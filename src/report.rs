@@ -2,23 +2,32 @@
 //! at the end, and the exit status that sums it up.
 //!
 //! Every post of the shard ends in exactly one bucket: embedded, already
-//! embedded, failed (with a reason), or unfinished (never attempted, because
-//! the run stopped early). The exit status is 0 only when the last two are
-//! empty. This module only counts and logs; it never decides what to retry.
+//! embedded, rejected (it failed alone while the API worked; counted by
+//! reason), or unfinished (the run stopped before it was written). The exit
+//! status is 0 only when the last two are empty. This module only counts and
+//! logs; it never decides what to retry.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+use crate::shutdown::Cause;
 
 /// The exit statuses, stable and documented in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     /// Every due post of the shard has an embedding.
     Done = 0,
-    /// Work remains: a batch or a service failed; a new run will retry it.
+    /// Work remains: a service was unavailable, a signal or `MAX_RUNTIME`
+    /// stopped the run; a new run picks up where this one stopped.
     WorkRemains = 1,
-    /// The configuration or the database's setup is wrong; a new run with
-    /// the same settings will fail the same way.
+    /// The configuration or the setup is wrong (a setting, the column's
+    /// width, a grant, the API's URL or credentials); a new run with the
+    /// same settings fails the same way.
     BadSetup = 2,
+    /// Every due post was settled, but some were rejected on their own (an
+    /// image the API cannot fetch, say): data problems a rerun will not fix.
+    /// `REJECTED_POSTS_STATUS` can map this to another number.
+    PostsRejected = 3,
 }
 
 /// The counts of one run.
@@ -33,10 +42,10 @@ pub struct Report {
     /// Posts that had an embedding by the time this run wrote (another
     /// task or an overlapping run), or were deleted meanwhile.
     already_embedded: u64,
-    /// Posts that failed, by reason.
-    failed: BTreeMap<String, u64>,
-    /// Why the run stopped before it tried every due post, if it did.
-    stopped: Option<String>,
+    /// Posts rejected on their own, by reason.
+    rejected: BTreeMap<String, u64>,
+    /// Why the run stopped before it settled every due post, if it did.
+    stopped: Option<Cause>,
 }
 
 impl Report {
@@ -46,7 +55,7 @@ impl Report {
             due: 0,
             embedded: 0,
             already_embedded: 0,
-            failed: BTreeMap::new(),
+            rejected: BTreeMap::new(),
             stopped: None,
         }
     }
@@ -62,23 +71,23 @@ impl Report {
         self.already_embedded += posts - inserted;
     }
 
-    /// Records `posts` posts that failed for `reason`.
-    pub fn failed(&mut self, posts: u64, reason: String) {
-        *self.failed.entry(reason).or_default() += posts;
+    /// Records a post rejected for `reason`.
+    pub fn rejected(&mut self, reason: String) {
+        *self.rejected.entry(reason).or_default() += 1;
     }
 
-    /// Records that the run stopped early, and why. The first reason stays.
-    pub fn stop(&mut self, why: String) {
-        self.stopped.get_or_insert(why);
+    /// Records that the run stopped early, and why.
+    pub fn stopped(&mut self, cause: Option<Cause>) {
+        self.stopped = cause;
     }
 
-    pub fn failed_posts(&self) -> u64 {
-        self.failed.values().sum()
+    fn rejected_posts(&self) -> u64 {
+        self.rejected.values().sum()
     }
 
     /// Posts done with, one way or another.
     fn settled(&self) -> u64 {
-        self.embedded + self.already_embedded + self.failed_posts()
+        self.embedded + self.already_embedded + self.rejected_posts()
     }
 
     /// Posts of the shard never attempted.
@@ -99,11 +108,11 @@ impl Report {
             100.0 * self.settled() as f64 / self.due as f64
         };
         log::info!(
-            "progress: {} of {} posts done ({percent:.1} %), {:.0} posts/s, {} failed",
+            "progress: {} of {} posts done ({percent:.1} %), {:.0} posts/s, {} rejected",
             self.settled(),
             self.due,
             self.rate(),
-            self.failed_posts(),
+            self.rejected_posts(),
         );
     }
 
@@ -111,7 +120,7 @@ impl Report {
     pub fn finish(&self) -> ExitStatus {
         let duration = self.started.elapsed();
         let reasons: Vec<String> = self
-            .failed
+            .rejected
             .iter()
             .map(|(reason, posts)| format!("{reason}: {posts}"))
             .collect();
@@ -121,12 +130,12 @@ impl Report {
             format!(" ({})", reasons.join(", "))
         };
         log::info!(
-            "summary: {} due, {} embedded, {} already embedded, {} failed{reasons}, \
+            "summary: {} due, {} embedded, {} already embedded, {} rejected{reasons}, \
              {} unfinished, {:.1} s, {:.0} posts/s",
             self.due,
             self.embedded,
             self.already_embedded,
-            self.failed_posts(),
+            self.rejected_posts(),
             self.unfinished(),
             duration.as_secs_f64(),
             self.rate(),
@@ -134,19 +143,24 @@ impl Report {
 
         let status = self.status();
         match (&self.stopped, status) {
-            (Some(why), _) => log::error!("run stopped early: {why}"),
+            (Some(cause), _) => log::error!("run stopped early: {cause}"),
             (None, ExitStatus::Done) => log::info!("every due post of the shard is embedded"),
-            (None, _) => log::warn!("some due posts of the shard are not embedded; rerun to retry"),
+            (None, _) => log::warn!(
+                "{} posts were rejected on their own; a rerun will try them again",
+                self.rejected_posts()
+            ),
         }
         status
     }
 
     /// The exit status these counts amount to.
     pub fn status(&self) -> ExitStatus {
-        if self.stopped.is_none() && self.failed.is_empty() && self.unfinished() == 0 {
-            ExitStatus::Done
-        } else {
-            ExitStatus::WorkRemains
+        match &self.stopped {
+            Some(Cause::Setup(_)) => ExitStatus::BadSetup,
+            Some(_) => ExitStatus::WorkRemains,
+            None if self.unfinished() > 0 => ExitStatus::WorkRemains,
+            None if self.rejected_posts() > 0 => ExitStatus::PostsRejected,
+            None => ExitStatus::Done,
         }
     }
 }
@@ -162,22 +176,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn done_only_when_every_due_post_is_settled_without_failure() {
+    fn done_only_when_every_due_post_is_settled_without_rejection() {
         let mut report = Report::new();
         report.set_due(10);
         report.written(8, 7);
         assert_eq!(report.unfinished(), 2);
         assert_eq!(report.status(), ExitStatus::WorkRemains);
-        report.written(2, 2);
-        assert_eq!(report.status(), ExitStatus::Done);
-        report.failed(1, "api status 500".to_string());
-        assert_eq!(report.status(), ExitStatus::WorkRemains);
+        report.written(1, 1);
+        report.rejected("api status 500".to_string());
+        assert_eq!(report.status(), ExitStatus::PostsRejected);
+        let mut done = Report::new();
+        done.set_due(3);
+        done.written(3, 3);
+        assert_eq!(done.status(), ExitStatus::Done);
     }
 
     #[test]
     fn a_stopped_run_is_never_done() {
         let mut report = Report::new();
-        report.stop("database connection lost".to_string());
+        report.stopped(Some(Cause::Signal));
         assert_eq!(report.status(), ExitStatus::WorkRemains);
+        report.stopped(Some(Cause::Setup("no grant".into())));
+        assert_eq!(report.status(), ExitStatus::BadSetup);
     }
 }

@@ -12,13 +12,30 @@ use std::fmt;
 use pgvector::Vector;
 use postgres::types::{Kind, ToSql, Type};
 
-/// The writer: one connection, and the `vector` types of its database.
+use crate::database;
+use crate::database_url::DatabaseUrl;
+use crate::retry::{self, Availability, Backoff};
+use crate::shutdown::{Cause, Shutdown};
+
+/// The writer: one connection, opened again if it breaks, and the `vector`
+/// types of its database.
 pub struct Store {
+    /// Where to connect again.
+    url: DatabaseUrl,
     /// The connection the vectors are written on.
     client: postgres::Client,
     /// The `vector[]` type, whose OID differs from database to database.
     vector_array: Type,
 }
+
+/// The SQL of a write. The rows travel as two binary arrays; a post that has
+/// an embedding already, or no longer exists, is skipped.
+const INSERT_SQL: &str = "INSERT INTO instagram.post_embeddings (ig_media_id, embedding) \
+                          SELECT u.id, u.embedding \
+                          FROM unnest($1::text[], $2::vector[]) AS u(id, embedding) \
+                          WHERE EXISTS ( \
+                              SELECT 1 FROM instagram.core_posts p WHERE p.ig_media_id = u.id) \
+                          ON CONFLICT (ig_media_id) DO NOTHING";
 
 /// The embedding column as the database declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,21 +72,12 @@ impl fmt::Display for SetupError {
                  EMBEDDING_DIMENSION is {dimension}; set EMBEDDING_DIMENSION={column} \
                  or migrate the column"
             ),
-            SetupError::Database(err) => write!(f, "database: {}", describe_error(err)),
+            SetupError::Database(err) => write!(f, "database: {}", database::describe_error(err)),
         }
     }
 }
 
 impl std::error::Error for SetupError {}
-
-/// A `postgres` error with the server's message when there is one, which the
-/// crate's own `Display` leaves out ("db error").
-pub fn describe_error(err: &postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => err.to_string(),
-    }
-}
 
 /// Reads the embedding column's type and width.
 pub fn embedding_column(client: &mut postgres::Client) -> Result<Column, SetupError> {
@@ -121,7 +129,8 @@ pub fn embedding_column(client: &mut postgres::Client) -> Result<Column, SetupEr
 impl Store {
     /// A writer on `client`, once the column is known to take vectors of
     /// `dimension`.
-    pub fn new(mut client: postgres::Client, dimension: usize) -> Result<Store, SetupError> {
+    pub fn new(url: &DatabaseUrl, dimension: usize) -> Result<Store, SetupError> {
+        let mut client = database::connect(url).map_err(SetupError::Database)?;
         let column = embedding_column(&mut client)?;
         match column.width {
             Some(width) if width != dimension => Err(SetupError::Width {
@@ -129,39 +138,67 @@ impl Store {
                 dimension,
             }),
             _ => Ok(Store {
+                url: url.clone(),
                 client,
                 vector_array: column.vector_array,
             }),
         }
     }
 
-    /// Writes the vectors of `posts` in one transaction and returns how many
+    /// Writes the vectors of `ids` in one transaction and returns how many
     /// rows were inserted; the others already had an embedding or are gone.
     ///
-    /// All rows travel in two binary arrays in one round trip. The statement
-    /// is unnamed, so it works through a pooler in transaction mode.
+    /// A write that fails because the connection broke is tried again on a
+    /// new connection until the database has been unavailable for
+    /// `OUTAGE_LIMIT`. That is safe even when the first try may have
+    /// committed: a second insert of the same rows changes nothing. Returns
+    /// `None` when the vectors were not written; the run is then stopping,
+    /// and the posts stay due for the next run.
     pub fn write(
         &mut self,
-        ids: Vec<String>,
-        vectors: Vec<Vector>,
-    ) -> Result<u64, postgres::Error> {
-        let sql = "INSERT INTO instagram.post_embeddings (ig_media_id, embedding) \
-                   SELECT u.id, u.embedding \
-                   FROM unnest($1::text[], $2::vector[]) AS u(id, embedding) \
-                   WHERE EXISTS ( \
-                       SELECT 1 FROM instagram.core_posts p WHERE p.ig_media_id = u.id) \
-                   ON CONFLICT (ig_media_id) DO NOTHING";
-        self.client.execute_typed(
-            sql,
-            &[
+        ids: &[String],
+        vectors: &[Vector],
+        availability: &Availability,
+        shutdown: &Shutdown,
+    ) -> Option<u64> {
+        let mut backoff = Backoff::new();
+        loop {
+            // The statement is unnamed, so it works through a pooler in
+            // transaction mode; one statement is one transaction.
+            let params: [(&(dyn ToSql + Sync), Type); 2] = [
                 (&ids, Type::TEXT_ARRAY),
                 (&vectors, self.vector_array.clone()),
-            ],
-        )
-    }
+            ];
+            let err = match self.client.execute_typed(INSERT_SQL, &params) {
+                Ok(inserted) => {
+                    availability.success();
+                    return Some(inserted);
+                }
+                Err(err) => err,
+            };
 
-    /// Whether the connection is gone, so no write can succeed on it.
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+            let problem = database::describe_error(&err);
+            if !database::is_transient(&err) {
+                shutdown.stop(Cause::Setup(format!("writing vectors failed: {problem}")));
+                return None;
+            }
+            log::warn!("writing {} vectors failed: {problem}; retrying", ids.len());
+            loop {
+                if !retry::wait_to_retry(availability, &mut backoff, None, shutdown, &problem) {
+                    return None;
+                }
+                match database::connect(&self.url) {
+                    Ok(client) => {
+                        log::info!("connected again to {}", self.url);
+                        self.client = client;
+                        break;
+                    }
+                    Err(err) => log::warn!(
+                        "connecting again failed: {}",
+                        database::describe_error(&err)
+                    ),
+                }
+            }
+        }
     }
 }

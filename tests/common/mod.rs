@@ -121,17 +121,20 @@ impl TestDb {
     }
 
     /// The posts the spec calls due, with the payload it prescribes, read
-    /// with a query written apart from the job's: a correlated subquery per
-    /// post instead of the job's `DISTINCT ON` join.
+    /// with a query written apart from the job's: `row_number()` picks the
+    /// cover where the job uses `DISTINCT ON`, and the filters are spelled
+    /// out with `coalesce` and `NOT IN`.
     pub fn expected_payloads(&self) -> Vec<(String, Option<String>, Option<String>)> {
         self.client()
             .query(
                 "SELECT p.ig_media_id, p.caption, \
-                   (SELECT CASE m.media_type WHEN 'VIDEO' THEN m.thumbnail_url ELSE m.media_url END \
-                      FROM instagram.core_post_media m \
-                     WHERE m.parent_ig_media_id = p.ig_media_id AND m.media_order = 0 \
-                     ORDER BY m.ig_media_id LIMIT 1) \
+                        CASE c.media_type WHEN 'VIDEO' THEN c.thumbnail_url ELSE c.media_url END \
                  FROM instagram.core_posts p \
+                 LEFT JOIN ( \
+                     SELECT m.*, row_number() OVER ( \
+                         PARTITION BY m.parent_ig_media_id ORDER BY m.ig_media_id) AS rank \
+                     FROM instagram.core_post_media m WHERE m.media_order = 0 \
+                 ) c ON c.parent_ig_media_id = p.ig_media_id AND c.rank = 1 \
                  WHERE coalesce(p.suspected = false, false) \
                    AND coalesce(p.media_product_type <> 'STORY', false) \
                    AND p.ig_media_id NOT IN (SELECT ig_media_id FROM instagram.post_embeddings)",
@@ -146,6 +149,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // A private cluster's database goes with its cluster.
+        if self.name.is_empty() {
+            return;
+        }
         if let Ok(mut admin) = Client::connect(&admin_url(), NoTls) {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
@@ -244,9 +251,34 @@ impl Drop for Standin {
     }
 }
 
+/// Asserts that every post in `expected` is stored with the vector of
+/// exactly its payload, as the stand-in computes it.
+pub fn assert_vectors(
+    api: &Standin,
+    stored: &HashMap<String, Vec<f32>>,
+    expected: &[(String, Option<String>, Option<String>)],
+) {
+    for (id, caption, image_url) in expected {
+        let vector = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("post {id} was not embedded"));
+        let wanted = api.vector(caption.as_deref(), image_url.as_deref(), vector.len());
+        assert_eq!(vector.len(), 512, "post {id}: width");
+        let off = vector
+            .iter()
+            .zip(&wanted)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            off < 1e-6,
+            "post {id}: stored vector is not the one of its payload (off by {off})"
+        );
+    }
+}
+
 /// The job's settings variables, removed from the test's environment so a
 /// developer's shell cannot change a test.
-const SETTINGS: [&str; 11] = [
+const SETTINGS: [&str; 14] = [
     "DATABASE_URL",
     "EMBEDDING_API_URL",
     "EMBEDDING_DIMENSION",
@@ -257,6 +289,9 @@ const SETTINGS: [&str; 11] = [
     "API_CONNECT_TIMEOUT",
     "API_REQUEST_TIMEOUT",
     "PROGRESS_INTERVAL",
+    "OUTAGE_LIMIT",
+    "MAX_RUNTIME",
+    "REJECTED_POSTS_STATUS",
     "RUST_LOG",
 ];
 
@@ -356,4 +391,143 @@ pub fn wait(mut running: Running) -> Ended {
 /// Runs a job to its end.
 pub fn run(command: Command) -> Ended {
     wait(spawn(command))
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to a running job.
+pub fn signal(running: &Running, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(running.child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// A PostgreSQL of the test's own, for tests that restart or reconfigure
+/// the server. Stopped and removed at the end of the test.
+pub struct PrivateCluster {
+    dir: std::path::PathBuf,
+    pub port: u16,
+}
+
+/// Where PostgreSQL's programs are.
+fn pg_bin(program: &str) -> String {
+    let dir = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string());
+    format!("{dir}/{program}")
+}
+
+/// Runs a PostgreSQL program as the cluster's owner: `postgres` when the
+/// tests run as root, as PostgreSQL refuses to run as root.
+fn as_owner(program: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", &pg_bin(program)]);
+        command
+    } else {
+        Command::new(pg_bin(program))
+    }
+}
+
+fn succeed(mut command: Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl PrivateCluster {
+    /// Starts a cluster with `extra` lines of configuration and a database
+    /// `posts` holding the job's schema.
+    pub fn start(extra: &str) -> PrivateCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "postfinder-private-{}-{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster folder");
+        let _ = Command::new("chown").arg("postgres").arg(&dir).status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+
+        let data = dir.join("data");
+        let mut initdb = as_owner("initdb");
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "--no-sync"]);
+        succeed(initdb, "initdb");
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n{extra}\n",
+            dir.display()
+        );
+        let mut append = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("postgresql.conf");
+        std::io::Write::write_all(&mut append, conf.as_bytes()).expect("write postgresql.conf");
+        let cluster = PrivateCluster { dir, port };
+        cluster.pg_ctl(&["start", "-w", "-t", "60"]);
+
+        let mut admin = Client::connect(&cluster.url("postgres"), NoTls).expect("connect");
+        admin
+            .batch_execute("CREATE DATABASE posts")
+            .expect("create posts");
+        let schema = std::fs::read_to_string(
+            std::env::var("POSTFINDER_TEST_SCHEMA_SQL").expect("POSTFINDER_TEST_SCHEMA_SQL"),
+        )
+        .expect("read schema.sql");
+        Client::connect(&cluster.url("posts"), NoTls)
+            .expect("connect")
+            .batch_execute(&schema.replace(":dimension", "512"))
+            .expect("create the schema");
+        cluster
+    }
+
+    /// A superuser URL for `database`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The `posts` database as a `TestDb`-like handle.
+    pub fn posts(&self) -> TestDb {
+        TestDb {
+            name: String::new(),
+            url: self.url("posts"),
+        }
+    }
+
+    pub fn pg_ctl(&self, args: &[&str]) {
+        let mut command = as_owner("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(args);
+        succeed(command, "pg_ctl");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let mut command = as_owner("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"]);
+        let _ = command.output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
