@@ -2,7 +2,8 @@
 # Installs what the job's tests, benchmarks and local runs need on Debian 12,
 # and nothing that is already there: PostgreSQL 15, the pgvector extension
 # (built from Debian's own source package, as Debian 12 does not ship it),
-# and /usr/bin/time for the memory figures. Safe to run again.
+# musl's C compiler and Rust's musl target for the static binary, curl, and
+# /usr/bin/time for the memory figures. Safe to run again.
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -35,6 +36,9 @@ command -v gcc >/dev/null || missing+=(gcc)
 command -v dpkg-source >/dev/null || missing+=(dpkg-dev)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v psql >/dev/null || missing+=(postgresql-client-15)
+command -v musl-gcc >/dev/null || missing+=(musl-tools)
+command -v curl >/dev/null || missing+=(curl)
+command -v file >/dev/null || missing+=(file)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     apt_install "${missing[@]}"
@@ -73,4 +77,12 @@ SRC
         make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
     )
     echo "install-deps: pgvector installed" >&2
+fi
+
+# Step 3: Rust's musl target, for the static binary (ring's C parts build
+# with musl-gcc from musl-tools).
+if command -v rustup >/dev/null \
+    && ! rustup target list --installed | grep -q x86_64-unknown-linux-musl; then
+    echo "install-deps: adding Rust's x86_64-unknown-linux-musl target" >&2
+    rustup target add x86_64-unknown-linux-musl >/dev/null
 fi

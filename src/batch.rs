@@ -59,7 +59,10 @@ impl Context<'_> {
             // sent: the suspects themselves are at fault.
             if self.availability.successes() > successes_before {
                 for (post, err) in suspects {
-                    log::warn!("post {} rejected: {err}", post.id);
+                    log::warn!(
+                        ig_media_id = post.id.as_str(), reason = err.kind().as_str();
+                        "post {} rejected: {err}", post.id
+                    );
                     settled.rejected.push((post, err));
                 }
                 return settled;
@@ -113,7 +116,7 @@ impl Context<'_> {
                     return Vec::new();
                 }
                 Blame::Batch if posts.len() > 1 => {
-                    log::info!("batch of {} posts: {err}; splitting it", posts.len());
+                    log::info!(posts = posts.len(); "batch of {} posts: {err}; splitting it", posts.len());
                     let mut left = posts;
                     let right = left.split_off(left.len() / 2);
                     let mut suspects = self.embed_or_split(left, settled);

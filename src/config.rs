@@ -53,12 +53,23 @@ pub struct Settings {
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Command {
-    /// Run the job with these settings.
-    Run(Box<Settings>),
+    /// Run the job with these settings, in this mode.
+    Run(Box<Settings>, Mode),
     /// Print the help text and stop.
     Help,
     /// Print the version and stop.
     Version,
+}
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Embed the due posts of the shard.
+    Embed,
+    /// Count the due posts of every shard; no API call, no write.
+    DryRun,
+    /// Check the database and the API and report, as a table.
+    Check,
 }
 
 /// A setting that is missing or cannot be used, named so the user can fix it.
@@ -82,6 +93,9 @@ impl std::error::Error for ConfigError {}
 /// means. The table drives both parsing and `--help`, so they cannot drift.
 struct Spec {
     var: &'static str,
+    /// Other variables read, in order, when `var` is not set: the names
+    /// other schedulers give the same thing.
+    aliases: &'static [&'static str],
     flag: &'static str,
     default: Option<&'static str>,
     help: &'static str,
@@ -90,78 +104,91 @@ struct Spec {
 const SPECS: &[Spec] = &[
     Spec {
         var: "DATABASE_URL",
+        aliases: &[],
         flag: "--database-url",
         default: None,
         help: "PostgreSQL URL (postgresql://, postgres://, postgresql+asyncpg://, or key=value)",
     },
     Spec {
         var: "EMBEDDING_API_URL",
+        aliases: &[],
         flag: "--api-url",
         default: Some("https://embedding.views.fr"),
         help: "base URL of the embedding API",
     },
     Spec {
         var: "EMBEDDING_DIMENSION",
+        aliases: &[],
         flag: "--dimension",
         default: Some("512"),
         help: "vector width: 64, 128, 256, 512, 1024 or 2048; must match the column",
     },
     Spec {
         var: "BATCH_SIZE",
+        aliases: &[],
         flag: "--batch-size",
         default: Some("10"),
         help: "posts per API request (1 to 1000)",
     },
     Spec {
         var: "CONCURRENCY",
+        aliases: &[],
         flag: "--concurrency",
         default: Some("4"),
         help: "batches in the API at once, per task",
     },
     Spec {
         var: "CLOUD_RUN_TASK_INDEX",
+        aliases: &["JOB_COMPLETION_INDEX", "TASK_INDEX"],
         flag: "--task-index",
         default: Some("0"),
-        help: "this task's shard, from 0 to the task count - 1",
+        help: "this task's shard, 0 to count - 1 (also JOB_COMPLETION_INDEX, TASK_INDEX)",
     },
     Spec {
         var: "CLOUD_RUN_TASK_COUNT",
+        aliases: &["TASK_COUNT"],
         flag: "--task-count",
         default: Some("1"),
-        help: "number of tasks sharing the posts",
+        help: "number of tasks sharing the posts (also TASK_COUNT)",
     },
     Spec {
         var: "API_CONNECT_TIMEOUT",
+        aliases: &[],
         flag: "--api-connect-timeout",
         default: Some("10s"),
         help: "time to open a connection to the API",
     },
     Spec {
         var: "API_REQUEST_TIMEOUT",
+        aliases: &[],
         flag: "--api-request-timeout",
         default: Some("600s"),
         help: "time one API request may take (the old job allowed 600 s)",
     },
     Spec {
         var: "OUTAGE_LIMIT",
+        aliases: &[],
         flag: "--outage-limit",
         default: Some("5m"),
         help: "how long the API or the database may fail before the run stops",
     },
     Spec {
         var: "MAX_RUNTIME",
+        aliases: &[],
         flag: "--max-runtime",
         default: Some("none"),
         help: "stop cleanly after this long, e.g. 55m (below the task timeout)",
     },
     Spec {
         var: "REJECTED_POSTS_STATUS",
+        aliases: &[],
         flag: "--rejected-posts-status",
         default: Some("3"),
         help: "exit status when only posts rejected on their own remain (0 on Cloud Run)",
     },
     Spec {
         var: "PROGRESS_INTERVAL",
+        aliases: &[],
         flag: "--progress-interval",
         default: Some("10s"),
         help: "time between progress lines",
@@ -180,11 +207,20 @@ pub fn from_process() -> Result<Command, ConfigError> {
 pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ConfigError> {
     // Step 1: the flags, each `--flag value` or `--flag=value`.
     let mut flags: HashMap<&'static str, String> = HashMap::new();
-    let mut rest = args.iter();
+    let mut mode = Mode::Embed;
+    let mut rest = args.iter().peekable();
+    if rest.peek().is_some_and(|first| first.as_str() == "check") {
+        mode = Mode::Check;
+        rest.next();
+    }
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
+            "--dry-run" if mode == Mode::Embed => {
+                mode = Mode::DryRun;
+                continue;
+            }
             _ => {}
         }
         let (name, inline) = match arg.split_once('=') {
@@ -237,7 +273,7 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         )
     })?;
 
-    Ok(Command::Run(Box::new(Settings {
+    let settings = Settings {
         database_url,
         api_url,
         dimension,
@@ -256,7 +292,8 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
             status @ 0..=125 => status as u8,
             _ => return Err(lookup.invalid("REJECTED_POSTS_STATUS", "must be from 0 to 125")),
         },
-    })))
+    };
+    Ok(Command::Run(Box::new(settings), mode))
 }
 
 /// Where a setting's raw text comes from, in order of precedence.
@@ -269,13 +306,23 @@ impl Lookup<'_> {
     /// The raw text of a setting: flag, then environment, then default. An
     /// empty variable counts as unset, as it does for most shells' users.
     fn raw(&self, var: &str) -> Option<String> {
+        let (_, value) = self.source(var)?;
+        Some(value)
+    }
+
+    /// The name a setting's value came by (flag, variable or alias) and
+    /// the value; the default comes by the variable's own name.
+    fn source(&self, var: &str) -> Option<(&'static str, String)> {
+        let spec = spec(var);
         if let Some(value) = self.flags.get(var) {
-            return Some(value.clone());
+            return Some((spec.flag, value.clone()));
         }
-        if let Some(value) = self.env.get(var).filter(|value| !value.trim().is_empty()) {
-            return Some(value.clone());
+        for name in std::iter::once(&spec.var).chain(spec.aliases) {
+            if let Some(value) = self.env.get(*name).filter(|value| !value.trim().is_empty()) {
+                return Some((name, value.clone()));
+            }
         }
-        spec(var).default.map(str::to_string)
+        spec.default.map(|default| (spec.var, default.to_string()))
     }
 
     fn required(&self, var: &str) -> Result<String, ConfigError> {
@@ -323,11 +370,7 @@ impl Lookup<'_> {
 
     /// An error naming the setting by the name the user set it with.
     fn invalid(&self, var: &str, problem: &str) -> ConfigError {
-        let setting = if self.flags.contains_key(var) {
-            spec(var).flag
-        } else {
-            var
-        };
+        let setting = self.source(var).map_or(var, |(name, _)| name);
         ConfigError {
             setting: setting.to_string(),
             problem: problem.to_string(),
@@ -368,7 +411,10 @@ pub fn help_text() -> String {
         "{name} {version}\n\
          Embeds the due Instagram posts of one shard through the embedding API and\n\
          stores the vectors in instagram.post_embeddings.\n\n\
-         Usage: {name} [--flag value]...\n\n\
+         Usage: {name} [check] [--dry-run] [--flag value]...\n\n\
+         With no command, embeds the due posts of this task's shard.\n\
+         check      checks the database and the API, and reports as a table\n\
+         --dry-run  counts the due posts of every shard; no API call, no write\n\n\
          Settings (a flag wins over its environment variable):\n",
         name = env!("CARGO_PKG_NAME"),
         version = env!("CARGO_PKG_VERSION"),
@@ -402,7 +448,7 @@ mod tests {
     fn settings(args: &[&str], pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         match parse(&args, &env(pairs))? {
-            Command::Run(settings) => Ok(*settings),
+            Command::Run(settings, _) => Ok(*settings),
             other => panic!("expected a run, got {other:?}"),
         }
     }
@@ -452,6 +498,49 @@ mod tests {
             let err = settings(&[], &pairs).unwrap_err();
             assert_eq!(err.setting, *named, "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn kubernetes_and_generic_task_variables_are_understood() {
+        let base = ("DATABASE_URL", "postgres://h/db");
+        let s = settings(
+            &[],
+            &[base, ("JOB_COMPLETION_INDEX", "2"), ("TASK_COUNT", "3")],
+        )
+        .unwrap();
+        assert_eq!(s.shard, Shard::new(2, 3).unwrap());
+        let s = settings(
+            &[],
+            &[
+                base,
+                ("CLOUD_RUN_TASK_INDEX", "1"),
+                ("JOB_COMPLETION_INDEX", "2"),
+                ("TASK_COUNT", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.shard,
+            Shard::new(1, 3).unwrap(),
+            "Cloud Run's variable comes first"
+        );
+        let err = settings(&[], &[base, ("JOB_COMPLETION_INDEX", "5")]).unwrap_err();
+        assert_eq!(err.setting, "JOB_COMPLETION_INDEX");
+    }
+
+    #[test]
+    fn check_and_dry_run_are_modes() {
+        let env = env(&[("DATABASE_URL", "postgres://h/db")]);
+        let mode = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            match parse(&args, &env).unwrap() {
+                Command::Run(_, mode) => mode,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mode(&[]), Mode::Embed);
+        assert_eq!(mode(&["--dry-run"]), Mode::DryRun);
+        assert_eq!(mode(&["check", "--batch-size", "5"]), Mode::Check);
     }
 
     #[test]

@@ -16,13 +16,17 @@
 //! - `store`: writing the vectors;
 //! - `pipeline`: reading, calling and writing at the same time;
 //! - `shutdown`: stopping early and cleanly (signals, `MAX_RUNTIME`);
-//! - `report`: progress, summary and exit status.
+//! - `report`: progress, summary and exit status;
+//! - `logging`: plain or JSON log lines;
+//! - `check`: the `check` preflight.
 
 mod api;
 mod batch;
+mod check;
 mod config;
 mod database;
 mod database_url;
+mod logging;
 mod pipeline;
 mod posts;
 mod report;
@@ -34,11 +38,11 @@ mod store;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use config::{Command, Settings};
+use config::{Command, Mode, Settings};
 use report::ExitStatus;
 
 fn main() -> ExitCode {
-    init_logging();
+    logging::init();
     let status = match config::from_process() {
         Ok(Command::Help) => {
             print!("{}", config::help_text());
@@ -48,10 +52,18 @@ fn main() -> ExitCode {
             println!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
             ExitStatus::Done
         }
-        Ok(Command::Run(settings)) => match run(&settings) {
+        Ok(Command::Run(settings, Mode::Embed)) => match run(&settings) {
             ExitStatus::PostsRejected => return ExitCode::from(settings.rejected_posts_status),
             status => status,
         },
+        Ok(Command::Run(settings, Mode::DryRun)) => dry_run(&settings),
+        Ok(Command::Run(settings, Mode::Check)) => {
+            if check::run(&settings) {
+                ExitStatus::Done
+            } else {
+                ExitStatus::BadSetup
+            }
+        }
         Err(err) => {
             log::error!("configuration error: {err}");
             ExitStatus::BadSetup
@@ -64,6 +76,8 @@ fn main() -> ExitCode {
 /// the shard through the pipeline.
 fn run(settings: &Settings) -> ExitStatus {
     log::info!(
+        dimension = settings.dimension, batch_size = settings.batch_size,
+        concurrency = settings.concurrency;
         "starting: shard {}, database {}, api {}, dimension {}, batch size {}, concurrency {}",
         settings.shard,
         settings.database_url,
@@ -127,17 +141,50 @@ fn run(settings: &Settings) -> ExitStatus {
     report.finish()
 }
 
+/// Counts the due posts of every shard and prints them; no API call, no
+/// write.
+fn dry_run(settings: &Settings) -> ExitStatus {
+    let count = settings.shard.count();
+    let mut client = match database::connect(&settings.database_url) {
+        Ok(client) => client,
+        Err(err) => {
+            log::error!(
+                "cannot connect to {}: {}",
+                settings.database_url,
+                database::describe_error(&err)
+            );
+            return ExitStatus::WorkRemains;
+        }
+    };
+    match posts::count_due_by_shard(&mut client, count) {
+        Ok(counts) => {
+            println!("task  due posts (of {count} tasks)");
+            let mut total = 0;
+            for task in 0..count as i64 {
+                let due = counts
+                    .iter()
+                    .find(|(t, _)| *t == task)
+                    .map_or(0, |(_, due)| *due);
+                total += due;
+                println!("{task:>4}  {due}");
+            }
+            println!(" all  {total}");
+            ExitStatus::Done
+        }
+        Err(err) => {
+            log::error!(
+                "counting the due posts failed: {}",
+                database::describe_error(&err)
+            );
+            ExitStatus::WorkRemains
+        }
+    }
+}
+
 /// A URL without its user information and query, which can hold secrets.
 fn redact_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{rest}")
-}
-
-/// Logs to stderr, `info` and up unless `RUST_LOG` says otherwise.
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
 }

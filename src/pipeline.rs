@@ -225,7 +225,7 @@ impl Writer {
                 match message {
                     Message::Due(due) => {
                         report.set_due(due);
-                        log::info!("{due} posts due in shard {}", settings.shard);
+                        log::info!(due = due; "{due} posts due in shard {}", settings.shard);
                     }
                     Message::Settled(settled) => {
                         settled_batches += 1;

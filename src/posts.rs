@@ -12,7 +12,7 @@
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 
-use crate::shard::Shard;
+use crate::shard::{self, Shard};
 
 /// One due post and exactly what the API receives for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,13 @@ pub struct Post {
     /// The first media item's image, if there is one.
     pub image_url: Option<String>,
 }
+
+/// The spec's definition of a due post `p`, in SQL.
+const DUE: &str = "p.suspected IS FALSE \
+                   AND p.media_product_type <> 'STORY' \
+                   AND NOT EXISTS ( \
+                       SELECT 1 FROM instagram.post_embeddings e \
+                       WHERE e.ig_media_id = p.ig_media_id)";
 
 /// The due posts of one shard, with how many there are in all.
 ///
@@ -48,16 +55,31 @@ fn due_posts_sql(shard: &Shard) -> String {
              WHERE media_order = 0 AND {media_shard} \
              ORDER BY parent_ig_media_id, ig_media_id \
          ) m ON m.parent_ig_media_id = p.ig_media_id \
-         WHERE p.suspected IS FALSE \
-           AND p.media_product_type <> 'STORY' \
-           AND {post_shard} \
-           AND NOT EXISTS ( \
-               SELECT 1 FROM instagram.post_embeddings e \
-               WHERE e.ig_media_id = p.ig_media_id) \
+         WHERE {DUE} AND {post_shard} \
          ORDER BY p.\"timestamp\" DESC NULLS LAST, p.ig_media_id",
         media_shard = shard.sql_condition("parent_ig_media_id"),
         post_shard = shard.sql_condition("p.ig_media_id"),
     )
+}
+
+/// The due posts of every shard of `task_count`: (task, due posts), for
+/// the tasks that have any. Reads counts only.
+pub fn count_due_by_shard(
+    client: &mut postgres::Client,
+    task_count: usize,
+) -> Result<Vec<(i64, i64)>, postgres::Error> {
+    let sql = format!(
+        "SELECT {owner}, count(*) \
+         FROM instagram.core_posts p \
+         WHERE {DUE} \
+         GROUP BY 1 ORDER BY 1",
+        owner = shard::owner_sql("p.ig_media_id", task_count),
+    );
+    let no_params: [(&(dyn ToSql + Sync), postgres::types::Type); 0] = [];
+    let rows = client.query_typed(&sql, &no_params)?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
 }
 
 /// Streams the due posts of `shard`, calling `each` with every post and the

@@ -107,12 +107,19 @@ impl Report {
         } else {
             100.0 * self.settled() as f64 / self.due as f64
         };
+        let (done, rate) = (self.settled(), self.rate());
+        let eta_s = if rate > 0.0 {
+            (self.due.saturating_sub(done) as f64 / rate).round() as u64
+        } else {
+            0
+        };
         log::info!(
-            "progress: {} of {} posts done ({percent:.1} %), {:.0} posts/s, {} rejected",
-            self.settled(),
+            done = done, due = self.due, rate = rate.round(), eta_s = eta_s,
+            rejected = self.rejected_posts();
+            "progress: {done} of {} posts done ({percent:.1} %), {rate:.0} posts/s, {} rejected, ETA {}",
             self.due,
-            self.rate(),
             self.rejected_posts(),
+            clock(eta_s),
         );
     }
 
@@ -130,6 +137,9 @@ impl Report {
             format!(" ({})", reasons.join(", "))
         };
         log::info!(
+            due = self.due, embedded = self.embedded, already_embedded = self.already_embedded,
+            rejected = self.rejected_posts(), unfinished = self.unfinished(),
+            duration_s = (duration.as_secs_f64() * 10.0).round() / 10.0, rate = self.rate().round();
             "summary: {} due, {} embedded, {} already embedded, {} rejected{reasons}, \
              {} unfinished, {:.1} s, {:.0} posts/s",
             self.due,
@@ -165,6 +175,16 @@ impl Report {
     }
 }
 
+/// `1h02m03s`, `4m05s` or `6s`.
+fn clock(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s:02}s"),
+        _ => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
 impl Default for Report {
     fn default() -> Self {
         Report::new()
@@ -189,6 +209,13 @@ mod tests {
         done.set_due(3);
         done.written(3, 3);
         assert_eq!(done.status(), ExitStatus::Done);
+    }
+
+    #[test]
+    fn the_eta_reads_as_a_clock() {
+        assert_eq!(clock(6), "6s");
+        assert_eq!(clock(245), "4m05s");
+        assert_eq!(clock(3723), "1h02m03s");
     }
 
     #[test]

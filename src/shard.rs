@@ -27,18 +27,28 @@ impl Shard {
         (index < count).then_some(Shard { index, count })
     }
 
-    /// A SQL condition, true for the rows whose `column` belongs to this
-    /// shard. `numeric` arithmetic is exact for any number of digits. The
-    /// numbers are validated integers, so writing them into the text is safe.
-    pub fn sql_condition(&self, column: &str) -> String {
-        let (n, i) = (self.count, self.index);
-        format!(
-            "(CASE WHEN {column} ~ '^[0-9]+$' \
-               THEN {column}::numeric % {n} = {i} \
-               ELSE ('x' || substr(md5({column}), 1, 8))::bit(32)::bigint % {n} = {i} \
-             END)"
-        )
+    /// The number of tasks sharing the posts.
+    pub fn count(&self) -> usize {
+        self.count
     }
+
+    /// A SQL condition, true for the rows whose `column` belongs to this
+    /// shard.
+    pub fn sql_condition(&self, column: &str) -> String {
+        format!("{} = {}", owner_sql(column, self.count), self.index)
+    }
+}
+
+/// A SQL expression for the task, from 0 to `count - 1`, that owns the id in
+/// `column`. `numeric` arithmetic is exact for any number of digits. The
+/// count is a validated integer, so writing it into the text is safe.
+pub fn owner_sql(column: &str, count: usize) -> String {
+    format!(
+        "(CASE WHEN {column} ~ '^[0-9]+$' \
+           THEN ({column}::numeric % {count})::bigint \
+           ELSE ('x' || substr(md5({column}), 1, 8))::bit(32)::bigint % {count} \
+         END)"
+    )
 }
 
 impl std::fmt::Display for Shard {
@@ -62,7 +72,11 @@ mod tests {
     #[test]
     fn the_condition_names_the_column_and_numbers() {
         let sql = Shard::new(2, 7).unwrap().sql_condition("p.ig_media_id");
-        assert!(sql.contains("p.ig_media_id::numeric % 7 = 2"), "{sql}");
+        assert!(
+            sql.contains("(p.ig_media_id::numeric % 7)::bigint"),
+            "{sql}"
+        );
         assert!(sql.contains("md5(p.ig_media_id)"), "{sql}");
+        assert!(sql.ends_with(" = 2"), "{sql}");
     }
 }

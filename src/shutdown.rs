@@ -77,7 +77,7 @@ impl Shutdown {
     pub fn stop(&self, cause: Cause) {
         let mut current = self.cause.lock().expect("shutdown lock");
         if current.is_none() {
-            log::warn!("stopping: {cause}; writing what has arrived");
+            log::warn!(cause = cause.to_string().as_str(); "stopping: {cause}; writing what has arrived");
             *current = Some(cause);
             self.stopping.store(true, Ordering::SeqCst);
         }

@@ -56,7 +56,7 @@ CONF
 }
 
 cluster_psql() {
-    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$CLUSTER_PORT" -U postgres "$@"
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$CLUSTER_PORT" -U postgres "$@"
 }
 
 # Creates database $1 with the job's schema, vectors of width $2 (512).

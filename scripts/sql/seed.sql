@@ -2,6 +2,8 @@
 -- tests' own client can both run it; the size comes from settings:
 --   SET seed.posts = 20000;             -- how many posts
 --   SET seed.first = 17900000000000000; -- optional: ids start after it
+--   SET seed.unfetchable = 0.005;       -- optional: share of cover images
+--                                       -- the stand-in cannot fetch
 -- About 85 % are due: the rest are suspected (true or NULL), stories, or
 -- have no product type. Captions vary in length, with emoji and newlines;
 -- some are NULL, some ''. Carousels have two media items, videos a
@@ -45,16 +47,22 @@ SELECT
     post_id,
     CASE WHEN video AND item = 0 THEN 'VIDEO' ELSE 'IMAGE' END,
     'https://scontent.cdninstagram.com/v/t51.2885-15/' || post_id || '_' || item
+        || CASE WHEN unfetchable THEN '_unfetchable' ELSE '' END
         || '_n.jpg?stp=dst-jpg_e35&_nc_ht=scontent.cdninstagram.com&oh=00_'
         || md5(post_id) || '&oe=67A1B2C3',
     CASE WHEN video AND n % 10 <> 5
-        THEN 'https://scontent.cdninstagram.com/v/t51.2885-15/' || post_id || '_thumb.jpg'
+        THEN 'https://scontent.cdninstagram.com/v/t51.2885-15/' || post_id
+             || CASE WHEN unfetchable THEN '_unfetchable' ELSE '' END || '_thumb.jpg'
     END
 FROM (
     SELECT n,
            CASE WHEN n % 997 = 13 THEN 'legacy_' || k ELSE k::text END AS post_id,
            n % 5 = 0 AS video,
-           n % 7 = 0 AND n % 5 <> 0 AS carousel
+           n % 7 = 0 AND n % 5 <> 0 AS carousel,
+           -- Spread evenly: Knuth's multiplicative hash of n, in thousandths.
+           (n * 2654435761) % 1000
+               < 1000 * coalesce(nullif(current_setting('seed.unfetchable', true), ''), '0')::float8
+               AS unfetchable
     FROM seed_numbers
     WHERE n % 13 <> 0
 ) s

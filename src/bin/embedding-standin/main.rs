@@ -76,6 +76,9 @@ struct Stats {
     posts: AtomicU64,
     /// Requests that were failed on purpose.
     faults: AtomicU64,
+    /// When the first `/embed_posts` request came, in milliseconds since the
+    /// Unix epoch (0 before), so a benchmark can time the job's start-up.
+    first_request_ms: AtomicU64,
     /// The captions of the first posts received, in order, so a test can
     /// check the order posts are sent in.
     captions: Mutex<Vec<Option<String>>>,
@@ -234,6 +237,7 @@ impl Server {
                     "requests": self.stats.requests.load(Ordering::Relaxed),
                     "posts": self.stats.posts.load(Ordering::Relaxed),
                     "faults": self.stats.faults.load(Ordering::Relaxed),
+                    "first_request_ms": self.stats.first_request_ms.load(Ordering::Relaxed),
                     "captions": *self.stats.captions.lock().expect("captions lock"),
                 });
                 Some(Response::json(200, stats.to_string()))
@@ -254,7 +258,11 @@ impl Server {
             Ok(dimension) => dimension,
             Err(response) => return Some(response),
         };
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if self.stats.requests.fetch_add(1, Ordering::Relaxed) == 0 {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            let millis = now.map(|d| d.as_millis() as u64).unwrap_or_default();
+            self.stats.first_request_ms.store(millis, Ordering::Relaxed);
+        }
         self.stats
             .posts
             .fetch_add(request.posts.len() as u64, Ordering::Relaxed);
