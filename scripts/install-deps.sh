@@ -39,6 +39,8 @@ command -v psql >/dev/null || missing+=(postgresql-client-15)
 command -v musl-gcc >/dev/null || missing+=(musl-tools)
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
+command -v openssl >/dev/null || missing+=(openssl)
+[ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     apt_install "${missing[@]}"

@@ -21,6 +21,8 @@ cluster_psql -d postgres -c "ALTER DATABASE postfinder_template WITH IS_TEMPLATE
 
 export POSTFINDER_TEST_ADMIN_URL="$CLUSTER_URL"
 export POSTFINDER_TEST_SCHEMA_SQL="$PWD/scripts/sql/schema.sql"
+export POSTFINDER_TEST_PORT="$CLUSTER_PORT"
+export POSTFINDER_TEST_PASSWORD="$CLUSTER_PASSWORD"
 cargo test "$@"
 
 if [ "${MUSL:-1}" != 0 ]; then

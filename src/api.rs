@@ -28,6 +28,9 @@ pub struct ApiClient {
     base_url: String,
     /// The vector width asked for and required in answers.
     dimension: usize,
+    /// Headers sent with every request: the bearer token and the extra
+    /// headers. Secret; never logged.
+    headers: Vec<(String, String)>,
 }
 
 /// Why a batch got no usable vectors.
@@ -208,18 +211,36 @@ impl ApiClient {
             .user_agent(concat!("postfinder-embeddings/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
+        let mut headers = Vec::new();
+        if let Some(token) = &settings.api_token {
+            headers.push((
+                "authorization".to_string(),
+                format!("Bearer {}", token.expose()),
+            ));
+        }
+        for (name, value) in &settings.api_headers {
+            headers.push((name.clone(), value.expose().to_string()));
+        }
         ApiClient {
             agent,
             base_url: settings.api_url.clone(),
             dimension: settings.dimension,
+            headers,
         }
+    }
+
+    /// `request` with the token and the extra headers.
+    fn with_headers<B>(&self, mut request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        request
     }
 
     /// Asks `/health`; returns the model the API reports.
     pub fn health(&self) -> Result<String, ApiError> {
         let mut response = self
-            .agent
-            .get(&format!("{}/health", self.base_url))
+            .with_headers(self.agent.get(&format!("{}/health", self.base_url)))
             .call()
             .map_err(transport)?;
         let status = response.status().as_u16();
@@ -257,9 +278,9 @@ impl ApiClient {
         let body = serde_json::to_vec(&request).expect("a request always serialises");
 
         // Step 2: the call. Any status is an answer here; it is judged below.
+        let request = self.agent.post(&format!("{}/embed_posts", self.base_url));
         let mut response = self
-            .agent
-            .post(&format!("{}/embed_posts", self.base_url))
+            .with_headers(request)
             .header("content-type", "application/json")
             .send(&body[..])
             .map_err(transport)?;

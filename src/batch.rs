@@ -8,12 +8,13 @@
 //!   checks) splits the batch in halves, recursively, so that the healthy
 //!   posts are embedded in this run. A post that fails alone twice is a
 //!   suspect.
-//! - Suspects are rejected only if the API answered something well since the
-//!   batch was first sent. If it answered nothing, the API itself is broken,
-//!   not the posts: the suspects are retried together, as an outage.
+//! - Suspects are rejected only if the API works: it answered something
+//!   well since the batch was first sent, or it embeds a probe (a caption
+//!   without image) now. Otherwise the API itself is broken, not the posts:
+//!   the suspects are retried together, as an outage.
 //!
-//! The cost of one bad post in a batch of `n` is at most `2⌈log2 n⌉ + 1`
-//! extra requests. This module never touches the database.
+//! The cost of one bad post in a batch of `n` is at most `2⌈log2 n⌉ + 2`
+//! extra requests (the last one a probe, when nothing else succeeded). This module never touches the database.
 
 use std::time::Duration;
 
@@ -56,8 +57,8 @@ impl Context<'_> {
             }
 
             // The API answered other requests well since this batch was
-            // sent: the suspects themselves are at fault.
-            if self.availability.successes() > successes_before {
+            // sent, or answers a probe now: the suspects are at fault.
+            if self.availability.successes() > successes_before || self.probe() {
                 for (post, err) in suspects {
                     log::warn!(
                         ig_media_id = post.id.as_str(), reason = err.kind().as_str();
@@ -133,6 +134,23 @@ impl Context<'_> {
                 }
             }
         }
+    }
+
+    /// Whether the API embeds a post that cannot be at fault: a caption
+    /// without image. Settles, in one request, whether an API failing a
+    /// batch's every post is broken or the posts are, when nothing else
+    /// was sent meanwhile (a rerun whose only due posts are bad ones).
+    fn probe(&self) -> bool {
+        let probe = Post {
+            id: "probe".to_string(),
+            caption: Some("postfinder-embeddings probe".to_string()),
+            image_url: None,
+        };
+        let works = self.api.embed(std::slice::from_ref(&probe)).is_ok();
+        if works {
+            self.availability.success();
+        }
+        works
     }
 
     /// Waits before the next attempt; `false` when there is none.

@@ -48,7 +48,34 @@ pub struct Settings {
     pub max_runtime: Option<Duration>,
     /// The exit status when the only problem is posts rejected on their own.
     pub rejected_posts_status: u8,
+    /// `EMBEDDING_API_TOKEN`, sent as a bearer token.
+    pub api_token: Option<Secret>,
+    /// `EMBEDDING_API_HEADER_<NAME>` variables: extra headers, such as an
+    /// access proxy's service token.
+    pub api_headers: Vec<(String, Secret)>,
 }
+
+/// A value that must never be shown: its `Debug` hides it, and it has no
+/// `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
+}
+
+/// The prefix of the variables that add a header to every API request:
+/// `EMBEDDING_API_HEADER_CF_ACCESS_CLIENT_ID` sends `cf-access-client-id`.
+const HEADER_PREFIX: &str = "EMBEDDING_API_HEADER_";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -273,6 +300,29 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         )
     })?;
 
+    // Step 3: the API's secrets, from the environment only: a flag would
+    // show in the process list.
+    let api_token = env
+        .get("EMBEDDING_API_TOKEN")
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Secret(t.trim().to_string()));
+    let mut api_headers = Vec::new();
+    for (var, value) in env {
+        if let Some(name) = var.strip_prefix(HEADER_PREFIX) {
+            let name = name.to_ascii_lowercase().replace('_', "-");
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !valid || value.contains(['\r', '\n']) {
+                return Err(ConfigError {
+                    setting: var.clone(),
+                    problem: "not a usable header name or value".to_string(),
+                });
+            }
+            api_headers.push((name, Secret(value.clone())));
+        }
+    }
+    api_headers.sort_by(|a, b| a.0.cmp(&b.0));
+
     let settings = Settings {
         database_url,
         api_url,
@@ -292,6 +342,8 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
             status @ 0..=125 => status as u8,
             _ => return Err(lookup.invalid("REJECTED_POSTS_STATUS", "must be from 0 to 125")),
         },
+        api_token,
+        api_headers,
     };
     Ok(Command::Run(Box::new(settings), mode))
 }
@@ -427,6 +479,12 @@ pub fn help_text() -> String {
         ));
     }
     text.push_str(
+        "\nSecrets, from the environment only, never logged:\n\
+         \x20 EMBEDDING_API_TOKEN          sent as `Authorization: Bearer …`\n\
+         \x20 EMBEDDING_API_HEADER_<NAME>  sent as header <name>, `_` read as `-`\n\
+         \x20 HTTPS_PROXY, NO_PROXY        the proxy to reach the API through\n",
+    );
+    text.push_str(
         "\nExit status: 0 every due post embedded; 1 work remains (a service was down,\n\
          a signal or MAX_RUNTIME stopped the run: run again); 2 bad configuration or\n\
          setup; 3 some posts rejected on their own (REJECTED_POSTS_STATUS).\n",
@@ -541,6 +599,26 @@ mod tests {
         assert_eq!(mode(&[]), Mode::Embed);
         assert_eq!(mode(&["--dry-run"]), Mode::DryRun);
         assert_eq!(mode(&["check", "--batch-size", "5"]), Mode::Check);
+    }
+
+    #[test]
+    fn api_secrets_come_from_the_environment_and_stay_hidden() {
+        let s = settings(
+            &[],
+            &[
+                ("DATABASE_URL", "postgres://h/db"),
+                ("EMBEDDING_API_TOKEN", "tok-123"),
+                ("EMBEDDING_API_HEADER_CF_ACCESS_CLIENT_SECRET", "hdr-456"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.api_token.as_ref().map(Secret::expose), Some("tok-123"));
+        assert_eq!(s.api_headers[0].0, "cf-access-client-secret");
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("tok-123") && !shown.contains("hdr-456"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::tls::{self, SslMode};
 
 /// A validated database target. Its `Debug` and `Display` show the target
 /// without the password.
@@ -15,7 +18,9 @@ use std::str::FromStr;
 pub struct DatabaseUrl {
     /// The configuration the `postgres` crate connects with.
     config: postgres::Config,
-    /// `user@host:port/dbname`, safe to log.
+    /// The TLS configuration, `None` for `sslmode=disable`.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// `user@host:port/dbname sslmode=…`, safe to log.
     display: String,
 }
 
@@ -23,21 +28,50 @@ pub struct DatabaseUrl {
 /// tune asyncpg's statement cache, which this job does not have.
 const DROPPED_OPTIONS: [&str; 2] = ["prepared_statement_cache_size", "statement_cache_size"];
 
+/// The TLS options, which this job handles itself (the `postgres` crate
+/// knows neither `verify-ca`, `verify-full` nor `sslrootcert`).
+#[derive(Default)]
+struct TlsOptions {
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+}
+
 impl DatabaseUrl {
     /// Parses a URL or a `key=value` string. The error text never contains
     /// the input, which may hold a password.
     pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
         let text = text.trim();
-        let normalised = normalise(text)?;
-        let config = postgres::Config::from_str(&normalised)
+        let (libpq, options) = if text.contains("://") {
+            from_url(text)?
+        } else {
+            from_pairs(text)?
+        };
+        let mut config = postgres::Config::from_str(&libpq)
             .map_err(|err| format!("cannot be parsed as a PostgreSQL URL: {err}"))?;
-        let display = describe(&config);
-        Ok(DatabaseUrl { config, display })
+
+        let mode = SslMode::parse(options.sslmode.as_deref().unwrap_or("prefer"))?;
+        config.ssl_mode(mode.negotiation());
+        let tls = tls::client_config(mode, options.sslrootcert.as_deref())?.map(Arc::new);
+        let display = format!(
+            "{} sslmode={}",
+            describe(&config),
+            options.sslmode.as_deref().unwrap_or("prefer")
+        );
+        Ok(DatabaseUrl {
+            config,
+            tls,
+            display,
+        })
     }
 
     /// The configuration to connect with.
     pub fn config(&self) -> &postgres::Config {
         &self.config
+    }
+
+    /// The TLS configuration, if TLS may be used.
+    pub fn tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
     }
 }
 
@@ -53,15 +87,10 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Rewrites the scheme to `postgresql://` and asyncpg's options to libpq's.
-/// A `key=value` string is left as it is.
-fn normalise(text: &str) -> Result<String, String> {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        if text.contains('=') {
-            return Ok(text.to_string());
-        }
-        return Err("expected postgresql://… or key=value pairs".to_string());
-    };
+/// A URL with its scheme made `postgresql://`, asyncpg's options made
+/// libpq's, and the TLS options taken out.
+fn from_url(text: &str) -> Result<(String, TlsOptions), String> {
+    let (scheme, rest) = text.split_once("://").expect("the caller saw ://");
 
     // Step 1: `postgresql+asyncpg`, `postgres`, … all mean PostgreSQL.
     let base = scheme
@@ -75,42 +104,112 @@ fn normalise(text: &str) -> Result<String, String> {
         ));
     }
 
-    // Step 2: asyncpg's `ssl=` is libpq's `sslmode=`; its cache options go.
-    let (location, query) = match rest.split_once('?') {
-        Some((location, query)) => (location, Some(query)),
-        None => (rest, None),
-    };
-    let mut options = Vec::new();
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let key = pair.split('=').next().unwrap_or_default();
-        if DROPPED_OPTIONS.contains(&key) {
-            continue;
-        }
-        match pair.strip_prefix("ssl=") {
-            Some(mode) => options.push(format!("sslmode={}", asyncpg_ssl_mode(mode))),
-            None => options.push(pair.to_string()),
+    // Step 2: the query's options, sorted out.
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut options = TlsOptions::default();
+    let mut kept = Vec::new();
+    let mut port = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslmode" | "ssl" => options.sslmode = Some(percent_decode(value)?),
+            "sslrootcert" => options.sslrootcert = Some(percent_decode(value)?),
+            "port" => port = Some(value),
+            key if DROPPED_OPTIONS.contains(&key) => {}
+            _ => kept.push(pair.to_string()),
         }
     }
+
+    // Step 3: a port in the query. The `postgres` crate gives every host of
+    // the authority a port of its own (5432 when none is written), so the
+    // query's port goes onto those hosts; with no host there (a socket
+    // directory in `host=`), it stays in the query.
+    let (authority, path) = location.split_once('/').unwrap_or((location, ""));
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((user, hosts)) => (format!("{user}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let location = match port {
+        Some(port) if !hosts.is_empty() && !hosts.contains([':', '[']) => {
+            let hosts: Vec<String> = hosts
+                .split(',')
+                .map(|host| format!("{host}:{port}"))
+                .collect();
+            format!("{user}{}/{path}", hosts.join(","))
+        }
+        Some(port) => {
+            kept.push(format!("port={port}"));
+            location.to_string()
+        }
+        None => location.to_string(),
+    };
 
     let mut url = format!("postgresql://{location}");
-    if !options.is_empty() {
+    if !kept.is_empty() {
         url.push('?');
-        url.push_str(&options.join("&"));
+        url.push_str(&kept.join("&"));
     }
-    Ok(url)
+    Ok((url, options))
 }
 
-/// asyncpg accepts `ssl=true` and `ssl=false` beside libpq's mode names.
-fn asyncpg_ssl_mode(mode: &str) -> &str {
-    match mode {
-        "true" => "require",
-        "false" => "disable",
-        other => other,
+/// A libpq `key=value` string with the TLS options taken out.
+fn from_pairs(text: &str) -> Result<(String, TlsOptions), String> {
+    let mut options = TlsOptions::default();
+    let mut kept = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        // A key, `=` with optional spaces around it, then a value that is
+        // either bare or single-quoted with backslash escapes.
+        let (key, after) = rest
+            .split_once('=')
+            .ok_or("expected postgresql://… or key=value pairs")?;
+        let key = key.trim();
+        let after = after.trim_start();
+        let (value, after) = if let Some(quoted) = after.strip_prefix('\'') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => value.extend(chars.next().map(|(_, c)| c)),
+                    Some((i, '\'')) => break i + 1,
+                    Some((_, c)) => value.push(c),
+                    None => return Err("a quoted value is not closed".to_string()),
+                }
+            };
+            (value, &quoted[end..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        match key {
+            "sslmode" => options.sslmode = Some(value),
+            "sslrootcert" => options.sslrootcert = Some(value),
+            _ => kept.push(format!(
+                "{key}='{}'",
+                value.replace('\\', "\\\\").replace('\'', "\\'")
+            )),
+        }
+        rest = after.trim_start();
     }
+    Ok((kept.join(" "), options))
+}
+
+/// Decodes `%XX` escapes, as URLs write special characters.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3).ok_or("a % escape is cut short")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a % escape is not hexadecimal")?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a % escape is not UTF-8".to_string())
 }
 
 /// `user@host:port/dbname` from the parsed configuration, without password.
@@ -150,7 +249,11 @@ mod tests {
             "postgresql://app:s3cret@db:5433/posts?prepared_statement_cache_size=0",
         ] {
             let parsed = DatabaseUrl::parse(url).unwrap();
-            assert_eq!(parsed.to_string(), "app@db:5433/posts", "{url}");
+            assert_eq!(
+                parsed.to_string(),
+                "app@db:5433/posts sslmode=prefer",
+                "{url}"
+            );
             assert_eq!(parsed.config().get_password(), Some(&b"s3cret"[..]));
         }
     }
@@ -170,6 +273,33 @@ mod tests {
             parsed.config().get_ssl_mode(),
             postgres::config::SslMode::Require
         );
+        assert!(parsed.tls().is_some());
+        let parsed = DatabaseUrl::parse("postgresql://a@h/d?sslmode=disable").unwrap();
+        assert!(parsed.tls().is_none());
+    }
+
+    #[test]
+    fn key_value_strings_keep_quotes_and_lose_tls_options() {
+        let parsed = DatabaseUrl::parse(
+            "host=/cloudsql/proj:europe-west1:db user=job password='a \\'b\\' c' dbname = posts sslmode=require",
+        )
+        .unwrap();
+        assert_eq!(parsed.config().get_password(), Some(&b"a 'b' c"[..]));
+        assert_eq!(parsed.config().get_dbname(), Some("posts"));
+        assert_eq!(
+            parsed.to_string(),
+            "job@/cloudsql/proj:europe-west1:db/posts sslmode=require"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_credentials_and_query_port_are_read() {
+        let parsed =
+            DatabaseUrl::parse("postgresql://us%40er:p%40ss%3Aw%2Frd%3F@db/posts?port=6432")
+                .unwrap();
+        assert_eq!(parsed.config().get_user(), Some("us@er"));
+        assert_eq!(parsed.config().get_password(), Some(&b"p@ss:w/rd?"[..]));
+        assert_eq!(parsed.config().get_ports(), &[6432]);
     }
 
     #[test]

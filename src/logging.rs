@@ -5,7 +5,8 @@
 //! the plain format shows the message, which already says them in words,
 //! and the JSON format adds them as fields, with `severity` in Cloud
 //! Logging's names and the task's place in the execution, so operators can
-//! filter and chart. `RUST_LOG` sets the level either way (default `info`).
+//! filter and chart. `RUST_LOG` sets the level either way (default `info`);
+//! the libraries the job uses never log below warnings.
 //! Nothing here ever sees a secret: callers log only redacted values.
 
 use std::io::Write;
@@ -89,6 +90,20 @@ pub fn init() {
                 record.args()
             )
         });
+    }
+    // Dependencies log requests, headers included, at debug and trace:
+    // whatever RUST_LOG asks, they say no more than warnings, so that no
+    // token or password can reach a log line through them.
+    for module in [
+        "ureq",
+        "ureq_proto",
+        "rustls",
+        "tokio_postgres",
+        "postgres",
+        "tokio_postgres_rustls",
+        "tokio_rustls",
+    ] {
+        builder.filter_module(module, log::LevelFilter::Warn);
     }
     builder.init();
 }

@@ -34,6 +34,7 @@ mod retry;
 mod shard;
 mod shutdown;
 mod store;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{job, run, url_for, Standin, TestDb};
+use common::{job, run, url_as, Standin, TestDb};
 
 #[test]
 fn json_logs_are_one_object_a_line_with_the_task_and_the_numbers() {
@@ -157,12 +157,12 @@ fn check_names_a_missing_grant() {
     let db = TestDb::new("check_grant");
     let role = format!("{}_reader", db.name);
     db.execute(&format!(
-        "CREATE ROLE {role} LOGIN; \
+        "CREATE ROLE {role} LOGIN PASSWORD 'reader-pw'; \
          GRANT USAGE ON SCHEMA instagram TO {role}; \
          GRANT SELECT ON instagram.core_posts, instagram.core_post_media, \
              instagram.post_embeddings TO {role};"
     ));
-    let url = url_for(&db.name).replacen("postgres@", &format!("{role}@"), 1);
+    let url = url_as(&db.name, &role, "reader-pw");
     let api = Standin::start(&[]);
     let ended = check(&url, &api.url, &[]);
     db.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));

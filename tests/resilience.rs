@@ -111,9 +111,39 @@ fn an_unfetchable_image_costs_only_its_own_post() {
         .collect();
     assert_vectors(&api, &stored, &healthy);
 
-    // Four batches, plus at most 2⌈log2 10⌉ + 1 = 9 for the bad post.
+    // Four batches, plus at most 2⌈log2 10⌉ + 2 = 10 for the bad post.
     let requests = api.stats().requests;
-    assert!(requests <= 4 + 9, "{requests} requests for one bad post");
+    assert!(requests <= 4 + 10, "{requests} requests for one bad post");
+}
+
+#[test]
+fn a_lone_bad_post_is_rejected_at_once_not_taken_for_an_outage() {
+    // A rerun whose only due post is one the API cannot embed.
+    let db = TestDb::new("lone_bad_post");
+    db.post("1", "'p'", "false", "'FEED'", 1);
+    db.media(
+        "1",
+        0,
+        "1",
+        "IMAGE",
+        "'https://cdn/unfetchable.jpg'",
+        "NULL",
+    );
+    let api = Standin::start(&[]);
+    let started = Instant::now();
+    let ended = run(job(&db.url, &api.url));
+    assert_eq!(ended.code, 3, "{}", ended.output);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        ended.output.contains("post 1 rejected: API answered 500"),
+        "{}",
+        ended.output
+    );
+    assert!(api.stats().requests <= 3, "two tries and a probe");
 }
 
 #[test]
@@ -170,16 +200,8 @@ fn an_api_failing_every_request_with_500_is_an_outage_not_bad_posts() {
     let db = TestDb::new("api_all_500");
     for i in 1..=6u32 {
         db.post(&i.to_string(), "'p'", "false", "'FEED'", i);
-        db.media(
-            &i.to_string(),
-            0,
-            &i.to_string(),
-            "IMAGE",
-            &format!("'https://cdn/unfetchable_{i}'"),
-            "NULL",
-        );
     }
-    let api = Standin::start(&[]);
+    let api = Standin::start(&["--fail", "500=1"]);
     let mut command = job(&db.url, &api.url);
     command.env("OUTAGE_LIMIT", "2s");
     let ended = run(command);

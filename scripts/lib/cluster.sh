@@ -2,7 +2,9 @@
 # its own port and socket directory, gone when the script ends.
 #
 #   cluster_start        starts it; sets CLUSTER_DIR, CLUSTER_PORT and
-#                        CLUSTER_URL (a superuser URL over TCP)
+#                        CLUSTER_URL (a superuser URL over TCP). TCP logins
+#                        need a password (SCRAM), as on real servers; the
+#                        superuser's is CLUSTER_PASSWORD.
 #   cluster_psql ARGS    psql as that superuser
 #   cluster_stop         stops it and removes its files (safe to call twice)
 
@@ -10,6 +12,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 CLUSTER_DIR=""
 CLUSTER_PORT=""
 CLUSTER_URL=""
+CLUSTER_PASSWORD=postfinder-test
 
 # PostgreSQL refuses to run as root; as root, the server runs as `postgres`.
 cluster_as_owner() {
@@ -38,7 +41,10 @@ cluster_start() {
     CLUSTER_DIR=$(mktemp -d /tmp/postfinder-pg.XXXXXX)
     CLUSTER_PORT=${CLUSTER_PORT_WANTED:-$(cluster_free_port)}
     [ "$(id -u)" -eq 0 ] && chown postgres "$CLUSTER_DIR"
-    cluster_as_owner "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres -A trust \
+    echo "$CLUSTER_PASSWORD" >"$CLUSTER_DIR/pwfile"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$CLUSTER_DIR/pwfile"
+    cluster_as_owner "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres \
+        --auth-local=trust --auth-host=scram-sha-256 --pwfile="$CLUSTER_DIR/pwfile" \
         --no-sync >"$CLUSTER_DIR/initdb.log" 2>&1 \
         || { cat "$CLUSTER_DIR/initdb.log" >&2; return 1; }
     cat >>"$CLUSTER_DIR/data/postgresql.conf" <<CONF
@@ -52,11 +58,11 @@ CONF
     cluster_as_owner "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" \
         -w -t 60 start >/dev/null \
         || { cat "$CLUSTER_DIR/server.log" >&2; return 1; }
-    CLUSTER_URL="postgresql://postgres@127.0.0.1:$CLUSTER_PORT/postgres"
+    CLUSTER_URL="postgresql://postgres:$CLUSTER_PASSWORD@127.0.0.1:$CLUSTER_PORT/postgres"
 }
 
 cluster_psql() {
-    PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$CLUSTER_PORT" -U postgres "$@"
+    PGPASSWORD=$CLUSTER_PASSWORD PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$CLUSTER_PORT" -U postgres "$@"
 }
 
 # Creates database $1 with the job's schema, vectors of width $2 (512).

@@ -23,7 +23,38 @@ pub fn admin_url() -> String {
     )
 }
 
-/// A URL for `database` on the test cluster, as `user`.
+/// Writes `text` with every byte but letters and digits as `%XX`, as a URL
+/// needs for a password with special characters.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The test cluster's port.
+pub fn cluster_port() -> u16 {
+    std::env::var("POSTFINDER_TEST_PORT")
+        .expect("POSTFINDER_TEST_PORT")
+        .parse()
+        .expect("a port")
+}
+
+/// A URL for `database` on the test cluster as `user` with `password`.
+pub fn url_as(database: &str, user: &str, password: &str) -> String {
+    format!(
+        "postgresql://{user}:{}@127.0.0.1:{}/{database}",
+        percent_encode(password),
+        cluster_port()
+    )
+}
+
+/// A superuser URL for `database` on the test cluster.
 pub fn url_for(database: &str) -> String {
     let admin = admin_url();
     let base = admin
@@ -493,6 +524,11 @@ impl PrivateCluster {
             .batch_execute(&schema.replace(":dimension", "512"))
             .expect("create the schema");
         cluster
+    }
+
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> String {
+        self.dir.display().to_string()
     }
 
     /// A superuser URL for `database`.

@@ -11,7 +11,19 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// Header names in lower case, with their values.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// An answer to send.
@@ -73,6 +85,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(Request, bool)> {
     let path = parts.next()?.to_string();
     let mut length = 0usize;
     let mut close = false;
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).ok()? == 0 {
@@ -89,18 +102,29 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(Request, bool)> {
         } else if name.eq_ignore_ascii_case("connection") {
             close = value.eq_ignore_ascii_case("close");
         }
+        headers.push((name.to_ascii_lowercase(), value.to_string()));
     }
     if length > MAX_BODY {
         return None;
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    Some((Request { method, path, body }, close))
+    Some((
+        Request {
+            method,
+            path,
+            headers,
+            body,
+        },
+        close,
+    ))
 }
 
 fn write_response(writer: &mut TcpStream, response: &Response, close: bool) -> std::io::Result<()> {
     let reason = match response.status {
         200 => "OK",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         422 => "Unprocessable Entity",
         429 => "Too Many Requests",

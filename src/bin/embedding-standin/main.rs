@@ -12,8 +12,13 @@
 //! - a caption containing `[[fault:short]]`, `[[fault:width]]`,
 //!   `[[fault:nan]]` or `[[fault:422]]` makes that request's answer one
 //!   vector short, one number too wide, hold a `null`, or be a 422;
-//! - `--fail 503=0.1,429=0.05,reset=0.02,malformed=0.01,timeout=0.01` fails
-//!   that share of `/embed_posts` requests at random (seeded by `--seed`).
+//! - `--fail 503=0.1,429=0.05,reset=0.02,malformed=0.01,timeout=0.01,500=0`
+//!   fails that share of `/embed_posts` requests at random (seeded by
+//!   `--seed`).
+//!
+//! `--token T` makes `/health` and `/embed_posts` answer 401 without
+//! `Authorization: Bearer T`; `--require-header name:value` makes them answer
+//! 403 without that header, as an access proxy does.
 //!
 //! `GET /stats` reports the requests and posts it has seen. It prints
 //! `listening on ADDR` on stdout once it accepts connections.
@@ -50,6 +55,10 @@ struct Options {
     unfetchable: String,
     /// How long a `timeout` fault keeps the client waiting.
     hang: Duration,
+    /// The bearer token required, if any.
+    token: Option<String>,
+    /// A header required, as (lower-case name, value).
+    required_header: Option<(String, String)>,
 }
 
 /// A failure injected into a whole request.
@@ -65,6 +74,8 @@ enum Fault {
     Malformed,
     /// No answer for `--hang`, then the connection is dropped.
     Timeout,
+    /// A plain-text 500, as when the model itself fails.
+    Internal,
 }
 
 /// What the stand-in has seen, for `/stats`.
@@ -142,6 +153,8 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
         retry_after: 1,
         unfetchable: "unfetchable".to_string(),
         hang: Duration::from_secs(30),
+        token: None,
+        required_header: None,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -161,6 +174,15 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
             "--unfetchable" => options.unfetchable = value()?,
             "--hang-secs" => options.hang = Duration::from_secs_f64(number(value()?)?),
             "--fail" => options.faults = parse_faults(&value()?)?,
+            "--token" => options.token = Some(value()?),
+            "--require-header" => {
+                let text = value()?;
+                let (name, value) = text
+                    .split_once(':')
+                    .ok_or("--require-header: expected name:value")?;
+                options.required_header =
+                    Some((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -180,6 +202,7 @@ fn parse_faults(text: &str) -> Result<Vec<(Fault, f64)>, String> {
                 "reset" => Fault::Reset,
                 "malformed" => Fault::Malformed,
                 "timeout" => Fault::Timeout,
+                "500" => Fault::Internal,
                 other => return Err(format!("--fail: unknown fault {other}")),
             };
             let share: f64 = share
@@ -227,6 +250,11 @@ struct EmbedQueryIn {
 impl Server {
     /// The answer to one request; `None` drops the connection unanswered.
     fn answer(&self, request: &Request) -> Option<Response> {
+        if matches!(request.path.as_str(), "/health" | "/embed_posts") {
+            if let Some(refusal) = self.refuse(request) {
+                return Some(refusal);
+            }
+        }
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/health") => Some(Response::json(
                 200,
@@ -289,6 +317,7 @@ impl Server {
                     std::thread::sleep(self.options.hang);
                     None
                 }
+                Fault::Internal => Some(Response::text(500, "Internal Server Error")),
                 Fault::Malformed => {
                     Some(Response::json(200, r#"{"embeddings": [[0.1, "#.to_string()))
                 }
@@ -358,6 +387,25 @@ impl Server {
         let embedding = vectors::post_vector(post.caption.as_deref(), &post.image_urls, dimension);
         let json = serde_json::json!({"embedding": embedding, "dimension": dimension});
         Response::json(200, json.to_string())
+    }
+
+    /// The 401 or 403 an access proxy would answer, if the credentials
+    /// asked for are missing.
+    fn refuse(&self, request: &Request) -> Option<Response> {
+        if let Some(token) = &self.options.token {
+            if request.header("authorization") != Some(format!("Bearer {token}").as_str()) {
+                return Some(Response::json(
+                    401,
+                    r#"{"detail":"Not authenticated"}"#.to_string(),
+                ));
+            }
+        }
+        if let Some((name, value)) = &self.options.required_header {
+            if request.header(name) != Some(value.as_str()) {
+                return Some(Response::text(403, "Forbidden"));
+            }
+        }
+        None
     }
 
     /// Picks the random fault of this request, if any.
