@@ -33,8 +33,13 @@ impl Shard {
     }
 
     /// A SQL condition, true for the rows whose `column` belongs to this
-    /// shard.
+    /// shard. With one task every row does, and the condition is `true`:
+    /// evaluating the rule on every row cost a third of the read of 20,000
+    /// posts before the first batch could go out.
     pub fn sql_condition(&self, column: &str) -> String {
+        if self.count == 1 {
+            return "true".to_string();
+        }
         format!("{} = {}", owner_sql(column, self.count), self.index)
     }
 }

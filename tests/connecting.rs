@@ -421,7 +421,13 @@ fn api_token_and_extra_headers_are_sent() {
 
 /// A failure path: its name, the database URL, the API URL, arguments and
 /// variables.
-type Case<'a> = (&'a str, String, String, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+type Case<'a> = (
+    &'a str,
+    String,
+    String,
+    Vec<&'a str>,
+    Vec<(&'a str, &'a str)>,
+);
 
 #[test]
 fn no_secret_appears_in_any_output_whatever_fails() {
