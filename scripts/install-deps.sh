@@ -41,6 +41,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     apt_install "${missing[@]}"
