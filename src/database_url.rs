@@ -49,6 +49,8 @@ impl DatabaseUrl {
         let mut config = postgres::Config::from_str(&libpq)
             .map_err(|err| format!("cannot be parsed as a PostgreSQL URL: {err}"))?;
 
+        detect_dead_connections(&mut config);
+
         let mode = SslMode::parse(options.sslmode.as_deref().unwrap_or("prefer"))?;
         config.ssl_mode(mode.negotiation());
         let tls = tls::client_config(mode, options.sslrootcert.as_deref())?.map(Arc::new);
@@ -84,6 +86,28 @@ impl fmt::Display for DatabaseUrl {
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({})", self.display)
+    }
+}
+
+/// Makes a dead or half-open connection (a failover, a cut network) fail in
+/// about a minute instead of blocking a read or a write for hours, which
+/// neither a signal nor `MAX_RUNTIME` could end. Values written in the URL
+/// are kept. TCP keepalives find a silent server; the user timeout finds
+/// one that stops acknowledging what is sent.
+fn detect_dead_connections(config: &mut postgres::Config) {
+    use std::time::Duration;
+
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(30));
+    }
+    // The `postgres` crate's default idle time before the first probe.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(10));
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(60));
     }
 }
 
@@ -300,6 +324,24 @@ mod tests {
         assert_eq!(parsed.config().get_user(), Some("us@er"));
         assert_eq!(parsed.config().get_password(), Some(&b"p@ss:w/rd?"[..]));
         assert_eq!(parsed.config().get_ports(), &[6432]);
+    }
+
+    #[test]
+    fn dead_connections_are_detected_unless_the_url_says_otherwise() {
+        let parsed = DatabaseUrl::parse("postgresql://a@h/d").unwrap();
+        assert_eq!(
+            parsed.config().get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            parsed.config().get_keepalives_idle(),
+            std::time::Duration::from_secs(30)
+        );
+        let parsed = DatabaseUrl::parse("postgresql://a@h/d?connect_timeout=5").unwrap();
+        assert_eq!(
+            parsed.config().get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(5))
+        );
     }
 
     #[test]

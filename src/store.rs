@@ -151,7 +151,8 @@ impl Store {
     /// A write that fails because the connection broke is tried again on a
     /// new connection until the database has been unavailable for
     /// `OUTAGE_LIMIT`. That is safe even when the first try may have
-    /// committed: a second insert of the same rows changes nothing. Returns
+    /// committed: a second insert of the same rows changes nothing (its
+    /// rows are then counted as already embedded rather than embedded). Returns
     /// `None` when the vectors were not written; the run is then stopping,
     /// and the posts stay due for the next run.
     pub fn write(
