@@ -430,6 +430,38 @@ type Case<'a> = (
 );
 
 #[test]
+fn the_api_is_reached_through_https_proxy_unless_no_proxy_says_otherwise() {
+    let db = TestDb::new("api_proxy");
+    db.post("1", "'p'", "false", "'FEED'", 1);
+    let api = Standin::start(&[]);
+    // A "proxy" that accepts connections and never answers.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.local_addr().unwrap().port());
+
+    let mut through = job(&db.url, &api.url);
+    through
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("OUTAGE_LIMIT", "1s")
+        .env("API_REQUEST_TIMEOUT", "1s");
+    let ended = run(through);
+    assert_eq!(ended.code, 1, "{}", ended.output);
+    assert!(
+        proxy.accept().is_ok(),
+        "the job did not go through HTTPS_PROXY"
+    );
+    assert_eq!(api.stats().requests, 0, "the job went around the proxy");
+
+    let mut around = job(&db.url, &api.url);
+    around
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("NO_PROXY", "127.0.0.1");
+    let ended = run(around);
+    assert_eq!(ended.code, 0, "{}", ended.output);
+    assert_eq!(db.embeddings().len(), 1);
+}
+
+#[test]
 fn no_secret_appears_in_any_output_whatever_fails() {
     const PASSWORD: &str = "Pw-S3CRET-7q";
     const TOKEN: &str = "Tok-S3CRET-9z";

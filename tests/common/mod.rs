@@ -326,10 +326,23 @@ const SETTINGS: [&str; 14] = [
     "RUST_LOG",
 ];
 
+/// The proxy variables the job's HTTP client reads; a developer's proxy must
+/// not send the tests' loopback requests elsewhere.
+const PROXIES: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 /// The job, set up for a database and an API.
 pub fn job(database_url: &str, api_url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_postfinder-embeddings"));
-    for var in SETTINGS {
+    for var in SETTINGS.iter().chain(&PROXIES) {
         command.env_remove(var);
     }
     command
